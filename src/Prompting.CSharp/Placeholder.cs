@@ -1,0 +1,1 @@
+namespace Prompting.CSharp; public static class Placeholder {}

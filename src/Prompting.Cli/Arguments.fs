@@ -1,0 +1,72 @@
+namespace Prompting.Cli
+
+open Argu
+
+type PredictArgs =
+    | [<Mandatory; AltCommandLine("-c")>] Checkpoint of path: string
+    | [<AltCommandLine("-i")>] Input of npy: string
+    | Images of paths: string list
+    | [<Mandatory; AltCommandLine("-o")>] Output of path: string
+    | Features
+    | Image_Size of pixels: int
+    | Heads of count: int
+    | Batch_Size of count: int
+    | Device of name: string
+    | Crop_Pct of fraction: float
+    | Mean of r: float * g: float * b: float
+    | Std of r: float * g: float * b: float
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Checkpoint _ -> "ViT checkpoint: safetensors with timm key names, or Google .npz."
+            | Input _ -> "float32 .npy of shape [N,3,H,W], already normalised; OUT is an .npy of logits or features."
+            | Images _ -> "JPEG/PNG files or directories; OUT is a CSV file,top1..top5 in sorted file order."
+            | Output _ -> "output file (.npy for --input, .csv for --images); written only on success."
+            | Features -> "write pre-logits (final-norm class token, [N,D]) instead of logits."
+            | Image_Size _ -> "input resolution; position embeddings are resampled when it differs (default: the checkpoint's, or the .npy's)."
+            | Heads _ -> "attention heads (default: width / 64)."
+            | Batch_Size _ -> "images per forward pass (default 32)."
+            | Device _ -> "cpu or cuda[:N] (default: cuda when available)."
+            | Crop_Pct _ -> "--images: resize the shorter side to size / crop_pct before the center crop (default 0.9)."
+            | Mean _ -> "--images: per-channel mean (default 0.5 0.5 0.5)."
+            | Std _ -> "--images: per-channel std (default 0.5 0.5 0.5)."
+
+type InfoArgs =
+    | [<MainCommand; Mandatory>] Checkpoint of path: string
+    | Heads of count: int
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Checkpoint _ -> "checkpoint to describe."
+            | Heads _ -> "attention heads (default: width / 64)."
+
+type ConvertArgs =
+    | [<Mandatory; AltCommandLine("-c")>] Checkpoint of path: string
+    | [<Mandatory; AltCommandLine("-o")>] Output of path: string
+    | Image_Size of pixels: int
+    | Heads of count: int
+    | Classes of count: int
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Checkpoint _ -> "source checkpoint (safetensors or Google .npz)."
+            | Output _ -> "destination safetensors file with timm key names."
+            | Image_Size _ -> "resample position embeddings to this resolution."
+            | Heads _ -> "attention heads (default: width / 64), recorded in the output's metadata."
+            | Classes _ -> "replace the head with a fresh one of this many classes."
+
+[<RequireSubcommand>]
+type CliArgs =
+    | [<CliPrefix(CliPrefix.None)>] Predict of ParseResults<PredictArgs>
+    | [<CliPrefix(CliPrefix.None)>] Info of ParseResults<InfoArgs>
+    | [<CliPrefix(CliPrefix.None)>] Convert of ParseResults<ConvertArgs>
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Predict _ -> "classify images or arrays with a ViT checkpoint, or extract features."
+            | Info _ -> "print the architecture a checkpoint describes."
+            | Convert _ -> "import a checkpoint (npz or safetensors) and export it as timm-named safetensors."

@@ -1,0 +1,37 @@
+module Prompting.Cli.Program
+
+open System
+open Argu
+open Prompting
+
+/// Parses and dispatches; every failure becomes one line on stderr and a non-zero exit code.
+let run (argv: string[]) =
+    let parser = ArgumentParser.Create<CliArgs>(programName = "prompting")
+    try
+        match (parser.ParseCommandLine(argv, raiseOnUsage = true)).GetSubCommand() with
+        | Predict args -> Commands.Predict.run args
+        | Info args -> Commands.Info.run args
+        | Convert args -> Commands.Info.convert args
+    with
+    | :? ArguParseException as e when e.ErrorCode = ErrorCode.HelpText ->
+        printfn "%s" e.Message
+        0
+    | :? ArguParseException as e ->
+        // Argu appends the whole usage; one line and a pointer to --help is clearer.
+        eprintfn "error: %s (see --help)" (e.Message.Split('\n')[0].Trim())
+        2
+    | PromptingError message ->
+        eprintfn "error: %s" message
+        1
+    | :? Runtime.InteropServices.ExternalException as e ->
+        eprintfn "error: libtorch: %s" (e.Message.Split('\n')[0])
+        1
+    | :? IO.IOException as e ->
+        eprintfn "error: %s" e.Message
+        1
+    | :? UnauthorizedAccessException as e ->
+        eprintfn "error: %s" e.Message
+        1
+
+[<EntryPoint>]
+let main argv = run argv

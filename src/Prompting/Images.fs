@@ -1,0 +1,136 @@
+namespace Prompting
+
+open System
+open System.IO
+open StbImageSharp
+open Prompting.Vit
+
+/// An 8-bit RGB image in row-major HWC order.
+[<NoEquality; NoComparison>]
+type RgbImage =
+    { Width: int
+      Height: int
+      Pixels: byte[] }
+
+/// Decoding and timm's evaluation transform (PIL bicubic resize of the shorter side, center crop,
+/// scale to [0, 1], normalise), reproduced in-process.
+module Images =
+    let extensions = set [ ".jpg"; ".jpeg"; ".png"; ".bmp"; ".gif"; ".tga" ]
+
+    let isImageFile (path: string) =
+        extensions.Contains(Path.GetExtension(path).ToLowerInvariant())
+
+    let decodeBytes (name: string) (bytes: byte[]) =
+        let image =
+            try ImageResult.FromMemory(bytes, ColorComponents.RedGreenBlue)
+            with e -> Errors.fail "%s: cannot decode image (%s)" name e.Message
+        if isNull image || image.Width <= 0 || image.Height <= 0 then Errors.fail "%s: cannot decode image" name
+        { Width = image.Width; Height = image.Height; Pixels = image.Data }
+
+    let decode (path: string) =
+        if not (File.Exists path) then Errors.fail "%s: file not found" path
+        decodeBytes path (File.ReadAllBytes path)
+
+    /// PIL's bicubic kernel (a = -0.5).
+    let private cubic (x: float) =
+        let a = -0.5
+        let x = abs x
+        if x < 1.0 then ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+        elif x < 2.0 then (((x - 5.0) * x + 8.0) * x - 4.0) * a
+        else 0.0
+
+    /// For each output index: first input index and normalised weights. When shrinking, the
+    /// kernel is stretched by the scale (antialiasing), exactly as PIL's resampling does.
+    let private coefficients (inSize: int) (outSize: int) =
+        let scale = float inSize / float outSize
+        let filterScale = max scale 1.0
+        let support = 2.0 * filterScale
+        Array.init outSize (fun i ->
+            let center = (float i + 0.5) * scale
+            let lo = max 0 (int (center - support + 0.5))
+            let hi = min inSize (int (center + support + 0.5))
+            let w = Array.init (hi - lo) (fun j -> cubic ((float (lo + j) - center + 0.5) / filterScale))
+            let total = Array.sum w
+            lo, (if total <> 0.0 then w |> Array.map (fun v -> v / total) else w))
+
+    let private clampByte (v: float) = if v <= 0.0 then 0uy elif v >= 255.0 then 255uy else byte (floor (v + 0.5))
+
+    /// Separable bicubic resize, horizontal pass then vertical, rounding to 8 bits after each pass
+    /// as PIL does for 8-bit images.
+    let resizeBicubic (outWidth: int) (outHeight: int) (img: RgbImage) =
+        let horizontal =
+            if outWidth = img.Width then img.Pixels
+            else
+                let coeffs = coefficients img.Width outWidth
+                let out = Array.zeroCreate<byte> (outWidth * img.Height * 3)
+                for y in 0 .. img.Height - 1 do
+                    for x in 0 .. outWidth - 1 do
+                        let lo, w = coeffs[x]
+                        for ch in 0 .. 2 do
+                            let mutable s = 0.0
+                            for j in 0 .. w.Length - 1 do
+                                s <- s + w[j] * float img.Pixels[(y * img.Width + lo + j) * 3 + ch]
+                            out[(y * outWidth + x) * 3 + ch] <- clampByte s
+                out
+        let vertical =
+            if outHeight = img.Height then horizontal
+            else
+                let coeffs = coefficients img.Height outHeight
+                let out = Array.zeroCreate<byte> (outWidth * outHeight * 3)
+                for y in 0 .. outHeight - 1 do
+                    let lo, w = coeffs[y]
+                    for x in 0 .. outWidth - 1 do
+                        for ch in 0 .. 2 do
+                            let mutable s = 0.0
+                            for j in 0 .. w.Length - 1 do
+                                s <- s + w[j] * float horizontal[((lo + j) * outWidth + x) * 3 + ch]
+                            out[(y * outWidth + x) * 3 + ch] <- clampByte s
+                out
+        { Width = outWidth; Height = outHeight; Pixels = vertical }
+
+    /// torchvision Resize(int): the shorter side becomes `size`, the longer keeps the aspect ratio.
+    let resizeShorter (size: int) (img: RgbImage) =
+        let w, h =
+            if img.Width <= img.Height then size, int (float size * float img.Height / float img.Width)
+            else int (float size * float img.Width / float img.Height), size
+        if w = img.Width && h = img.Height then img else resizeBicubic w h img
+
+    /// torchvision CenterCrop: offsets rounded half to even, as Python's round does.
+    let centerCrop (size: int) (img: RgbImage) =
+        if img.Width < size || img.Height < size then
+            Errors.fail "image of %dx%d is smaller than the crop %d" img.Width img.Height size
+        let top = int (Math.Round(float (img.Height - size) / 2.0, MidpointRounding.ToEven))
+        let left = int (Math.Round(float (img.Width - size) / 2.0, MidpointRounding.ToEven))
+        let out = Array.zeroCreate<byte> (size * size * 3)
+        for y in 0 .. size - 1 do
+            Buffer.BlockCopy(img.Pixels, ((top + y) * img.Width + left) * 3, out, y * size * 3, size * 3)
+        { Width = size; Height = size; Pixels = out }
+
+    /// CHW float32 values: pixel / 255, then (v - mean) / std per channel.
+    let normalize (p: Preprocessing) (img: RgbImage) : float32[] =
+        let plane = img.Width * img.Height
+        let out = Array.zeroCreate<float32> (3 * plane)
+        for i in 0 .. plane - 1 do
+            for ch in 0 .. 2 do
+                out[ch * plane + i] <- (float32 img.Pixels[i * 3 + ch] / 255.0f - p.Mean[ch]) / p.Std[ch]
+        out
+
+    /// The whole evaluation transform for one image: CHW float32 of imageSize².
+    let preprocess (imageSize: int) (p: Preprocessing) (img: RgbImage) =
+        img |> resizeShorter (Preprocessing.resizeTarget imageSize p) |> centerCrop imageSize |> normalize p
+
+    /// Expands directories (recursively) into image files; returns (display name, path) sorted by name.
+    /// Files under a directory are named relative to it; files given directly keep the given path.
+    let collect (inputs: string seq) : (string * string)[] =
+        [| for input in inputs do
+               if Directory.Exists input then
+                   let found =
+                       Directory.EnumerateFiles(input, "*", SearchOption.AllDirectories)
+                       |> Seq.filter isImageFile
+                       |> Seq.map (fun f -> Path.GetRelativePath(input, f).Replace('\\', '/'), f)
+                       |> Array.ofSeq
+                   if found.Length = 0 then Errors.fail "%s: directory contains no JPEG/PNG images" input
+                   yield! found
+               elif File.Exists input then yield input, input
+               else Errors.fail "%s: no such file or directory" input |]
+        |> Array.sortWith (fun (a, _) (b, _) -> String.CompareOrdinal(a, b))

@@ -1,0 +1,37 @@
+namespace Prompting.Tensors
+
+open System
+open TorchSharp
+
+/// A float32 array with a shape, held in managed memory: what the file readers produce before
+/// anything touches libtorch, so a bad file never leaves a half-built model behind.
+[<NoEquality; NoComparison>]
+type HostTensor =
+    { Shape: int64[]
+      Values: float32[] }
+
+module HostTensor =
+    let elementCount (shape: int64[]) = Array.fold (*) 1L shape
+
+    let create (shape: int64[]) (values: float32[]) =
+        if elementCount shape <> int64 values.Length then
+            invalidArg "values" (sprintf "shape %A needs %d values, got %d" shape (elementCount shape) values.Length)
+        { Shape = shape; Values = values }
+
+    let shapeText (shape: int64[]) =
+        "[" + String.Join(", ", shape) + "]"
+
+    /// Copies into a new CPU float32 tensor.
+    let toTensor (t: HostTensor) : torch.Tensor =
+        torch.tensor (t.Values, ReadOnlySpan<int64> t.Shape)
+
+    /// Copies a tensor (any device, any float dtype) back to managed memory.
+    let ofTensor (t: torch.Tensor) : HostTensor =
+        use cpu = t.detach().cpu().to_type(torch.float32).contiguous ()
+        { Shape = cpu.shape; Values = cpu.data<float32>().ToArray() }
+
+    /// Reads IEEE half floats into float32.
+    let halfToSingle (bits: uint16) = float32 (BitConverter.UInt16BitsToHalf bits)
+
+    /// bfloat16 is the upper half of a float32.
+    let bfloat16ToSingle (bits: uint16) = BitConverter.Int32BitsToSingle(int bits <<< 16)

@@ -1,0 +1,140 @@
+namespace Prompting.Tensors
+
+open System
+open System.IO
+open System.Text
+open System.Text.Json
+open Prompting
+
+/// The safetensors format: u64 header length, JSON header, then raw little-endian tensor data.
+module Safetensors =
+    /// Largest header the reference implementation accepts (100 MB).
+    let private maxHeader = 100_000_000L
+
+    type private Entry =
+        { Name: string
+          DType: string
+          Shape: int64[]
+          Begin: int64
+          End: int64 }
+
+    let private itemSize name key dtype =
+        match dtype with
+        | "F32" | "I32" -> 4
+        | "F16" | "BF16" | "I16" -> 2
+        | "F64" | "I64" -> 8
+        | "U8" | "I8" | "BOOL" -> 1
+        | d -> Errors.fail "%s: tensor '%s' has unknown dtype '%s'" name key d
+
+    /// True when the bytes look like a safetensors header (length then '{').
+    let looksLike (bytes: ReadOnlySpan<byte>) =
+        bytes.Length >= 9 && bytes[8] = byte '{'
+
+    let private parseHeader (path: string) (fileLength: int64) (headerBytes: byte[]) =
+        let doc =
+            try JsonDocument.Parse(headerBytes)
+            with :? JsonException as e -> Errors.fail "%s: corrupt safetensors header (invalid JSON: %s)" path e.Message
+        use doc = doc
+        if doc.RootElement.ValueKind <> JsonValueKind.Object then
+            Errors.fail "%s: corrupt safetensors header (not a JSON object)" path
+        let dataLength = fileLength - 8L - int64 headerBytes.Length
+        let metadata =
+            match doc.RootElement.TryGetProperty "__metadata__" with
+            | true, m when m.ValueKind = JsonValueKind.Object ->
+                [ for p in m.EnumerateObject() -> p.Name, p.Value.ToString() ] |> Map.ofList
+            | _ -> Map.empty
+        let entries =
+            [ for p in doc.RootElement.EnumerateObject() do
+                  if p.Name <> "__metadata__" then
+                      let v = p.Value
+                      let get (k: string) =
+                          match v.TryGetProperty k with
+                          | true, x -> x
+                          | _ -> Errors.fail "%s: tensor '%s' has no '%s' in the header" path p.Name k
+                      let dtype = (get "dtype").GetString()
+                      let shape = [| for d in (get "shape").EnumerateArray() -> d.GetInt64() |]
+                      let offsets = [| for d in (get "data_offsets").EnumerateArray() -> d.GetInt64() |]
+                      if offsets.Length <> 2 || offsets[0] < 0L || offsets[1] < offsets[0] then
+                          Errors.fail "%s: tensor '%s' has invalid data_offsets" path p.Name
+                      let size = int64 (itemSize path p.Name dtype) * HostTensor.elementCount shape
+                      if offsets[1] - offsets[0] <> size then
+                          Errors.fail "%s: tensor '%s' of shape %s and dtype %s needs %d bytes but its offsets span %d" path p.Name (HostTensor.shapeText shape) dtype size (offsets[1] - offsets[0])
+                      if offsets[1] > dataLength then
+                          Errors.fail "%s: truncated file: tensor '%s' ends at byte %d of the data but only %d bytes are present" path p.Name offsets[1] dataLength
+                      yield { Name = p.Name; DType = dtype; Shape = shape; Begin = offsets[0]; End = offsets[1] } ]
+        entries, metadata
+
+    let private decode (path: string) (e: Entry) (bytes: byte[]) : float32[] =
+        let n = bytes.Length / itemSize path e.Name e.DType
+        match e.DType with
+        | "F32" ->
+            let values = Array.zeroCreate<float32> n
+            Buffer.BlockCopy(bytes, 0, values, 0, bytes.Length)
+            values
+        | "F16" -> Array.init n (fun i -> HostTensor.halfToSingle (BitConverter.ToUInt16(bytes, 2 * i)))
+        | "BF16" -> Array.init n (fun i -> HostTensor.bfloat16ToSingle (BitConverter.ToUInt16(bytes, 2 * i)))
+        | "F64" -> Array.init n (fun i -> float32 (BitConverter.ToDouble(bytes, 8 * i)))
+        | "I64" -> Array.init n (fun i -> float32 (BitConverter.ToInt64(bytes, 8 * i)))
+        | "I32" -> Array.init n (fun i -> float32 (BitConverter.ToInt32(bytes, 4 * i)))
+        | "I16" -> Array.init n (fun i -> float32 (BitConverter.ToInt16(bytes, 2 * i)))
+        | "I8" -> Array.init n (fun i -> float32 (sbyte bytes[i]))
+        | _ -> Array.init n (fun i -> float32 bytes[i])
+
+    /// Reads all tensors (converted to float32) and the string metadata.
+    let readWithMetadata (path: string) : (string * HostTensor) list * Map<string, string> =
+        if not (File.Exists path) then Errors.fail "%s: file not found" path
+        use fs = File.OpenRead path
+        let fileLength = fs.Length
+        if fileLength < 8L then Errors.fail "%s: truncated file (%d bytes, a safetensors file needs at least 8)" path fileLength
+        let lenBytes = Array.zeroCreate<byte> 8
+        fs.ReadExactly(lenBytes, 0, 8)
+        let headerLength = BitConverter.ToInt64(lenBytes, 0)
+        if headerLength < 2L || headerLength > maxHeader then
+            Errors.fail "%s: not a safetensors file (header length %d is implausible)" path headerLength
+        if 8L + headerLength > fileLength then
+            Errors.fail "%s: safetensors header length %d is longer than the file (%d bytes): truncated or corrupt" path headerLength fileLength
+        let header = Array.zeroCreate<byte> (int headerLength)
+        fs.ReadExactly(header, 0, header.Length)
+        if header[0] <> byte '{' then Errors.fail "%s: not a safetensors file (header is not a JSON object)" path
+        let entries, metadata = parseHeader path fileLength header
+        let dataStart = 8L + headerLength
+        let tensors =
+            entries
+            |> List.sortBy (fun e -> e.Begin)
+            |> List.map (fun e ->
+                let bytes = Array.zeroCreate<byte> (int (e.End - e.Begin))
+                fs.Seek(dataStart + e.Begin, SeekOrigin.Begin) |> ignore
+                fs.ReadExactly(bytes, 0, bytes.Length)
+                e.Name, HostTensor.create e.Shape (decode path e bytes))
+        tensors, metadata
+
+    let read (path: string) = fst (readWithMetadata path)
+
+    /// Writes float32 tensors in the given order, atomically (temporary file, then rename).
+    let writeWithMetadata (path: string) (metadata: Map<string, string>) (tensors: (string * HostTensor) seq) =
+        let tensors = List.ofSeq tensors
+        let header = Collections.Generic.Dictionary<string, obj>()
+        if not metadata.IsEmpty then header["__metadata__"] <- box (Collections.Generic.Dictionary<string, string>(metadata))
+        let mutable offset = 0L
+        for name, t in tensors do
+            let size = int64 t.Values.Length * 4L
+            header[name] <- box {| dtype = "F32"; shape = t.Shape; data_offsets = [| offset; offset + size |] |}
+            offset <- offset + size
+        let json = JsonSerializer.Serialize header
+        // Pad with spaces to a multiple of 8 so the data is aligned, as the reference writer does.
+        let padded = json + String(' ', (8 - Encoding.UTF8.GetByteCount json % 8) % 8)
+        let headerBytes = Encoding.UTF8.GetBytes padded
+        let full = Path.GetFullPath path
+        Directory.CreateDirectory(Path.GetDirectoryName full) |> ignore
+        let tmp = full + ".tmp"
+        do
+            use fs = File.Create tmp
+            fs.Write(BitConverter.GetBytes(int64 headerBytes.Length), 0, 8)
+            fs.Write(headerBytes, 0, headerBytes.Length)
+            for _, t in tensors do
+                let bytes = Array.zeroCreate<byte> (t.Values.Length * 4)
+                Buffer.BlockCopy(t.Values, 0, bytes, 0, bytes.Length)
+                fs.Write(bytes, 0, bytes.Length)
+        File.Move(tmp, full, true)
+
+    let write path tensors = writeWithMetadata path Map.empty tensors
