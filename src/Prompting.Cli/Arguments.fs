@@ -58,11 +58,36 @@ type ConvertArgs =
             | Heads _ -> "attention heads (default: width / 64), recorded in the output's metadata."
             | Classes _ -> "replace the head with a fresh one of this many classes."
 
+type CreateArgs =
+    | Arch of name: string
+    | Image_Size of pixels: int
+    | Patch_Size of pixels: int
+    | Depth of blocks: int
+    | Width of dim: int
+    | Heads of count: int
+    | Classes of count: int
+    | Seed of seed: int
+    | [<Mandatory; AltCommandLine("-o")>] Output of path: string
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Arch _ -> "preset (vit-tiny, vit-small, vit-base, vit-large) or custom (default)."
+            | Image_Size _ -> "input resolution."
+            | Patch_Size _ -> "patch size (custom)."
+            | Depth _ -> "number of blocks (custom)."
+            | Width _ -> "embedding width (custom)."
+            | Heads _ -> "attention heads (custom)."
+            | Classes _ -> "classes of the head (0 for none; default 1000)."
+            | Seed _ -> "random seed (default 0)."
+            | Output _ -> "destination safetensors file."
+
 [<RequireSubcommand>]
 type CliArgs =
     | [<CliPrefix(CliPrefix.None)>] Predict of ParseResults<PredictArgs>
     | [<CliPrefix(CliPrefix.None)>] Info of ParseResults<InfoArgs>
     | [<CliPrefix(CliPrefix.None)>] Convert of ParseResults<ConvertArgs>
+    | [<CliPrefix(CliPrefix.None)>] Create of ParseResults<CreateArgs>
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -70,3 +95,4 @@ type CliArgs =
             | Predict _ -> "classify images or arrays with a ViT checkpoint, or extract features."
             | Info _ -> "print the architecture a checkpoint describes."
             | Convert _ -> "import a checkpoint (npz or safetensors) and export it as timm-named safetensors."
+            | Create _ -> "write a randomly initialised ViT checkpoint (a preset or a custom size)."

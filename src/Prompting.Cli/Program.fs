@@ -12,13 +12,14 @@ let run (argv: string[]) =
         | Predict args -> Commands.Predict.run args
         | Info args -> Commands.Info.run args
         | Convert args -> Commands.Info.convert args
+        | Create args -> Commands.Create.run args
     with
     | :? ArguParseException as e when e.ErrorCode = ErrorCode.HelpText ->
         printfn "%s" e.Message
         0
     | :? ArguParseException as e ->
         // Argu appends the whole usage; one line and a pointer to --help is clearer.
-        eprintfn "error: %s (see --help)" (e.Message.Split('\n')[0].Trim())
+        eprintfn "error: %s (see --help)" ((e.Message.Split('\n')[0]).Trim())
         2
     | PromptingError message ->
         eprintfn "error: %s" message

@@ -1,0 +1,138 @@
+// The one build entry point.  dotnet fsi build.fsx [setup|build|test|demo|clean]
+//   setup  restore the local tools (Paket) and the packages pinned in paket.lock
+//   build  setup, then build Prompting.sln in Release (the native fix-up runs as part of the build,
+//          see build/NativeFixup.targets)
+//   test   build, then run every test project; ends with "N passed, M failed"
+//   demo   build, then run the main job on the embedded default
+open System
+open System.Diagnostics
+open System.IO
+open System.Text.RegularExpressions
+open System.Xml.Linq
+#r "System.Formats.Tar.dll"
+open System.Formats.Tar
+
+let root = __SOURCE_DIRECTORY__
+let configuration = "Release"
+
+let fail (message: string) =
+    eprintfn "build: %s" message
+    exit 1
+
+/// Runs a process in the repository root, echoing its output; returns exit code and captured stdout.
+let run (capture: bool) (file: string) (args: string list) =
+    printfn "> %s %s" file (String.Join(" ", args))
+    let psi = ProcessStartInfo(file, args, WorkingDirectory = root, UseShellExecute = false, RedirectStandardOutput = capture)
+    psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] <- "1"
+    psi.Environment["DOTNET_NOLOGO"] <- "1"
+    use p = Process.Start psi
+    let output = Text.StringBuilder()
+    if capture then
+        let mutable line = p.StandardOutput.ReadLine()
+        while not (isNull line) do
+            printfn "%s" line
+            output.AppendLine line |> ignore
+            line <- p.StandardOutput.ReadLine()
+    p.WaitForExit()
+    p.ExitCode, output.ToString()
+
+let exec file args =
+    match run false file args with
+    | 0, _ -> ()
+    | code, _ -> fail (sprintf "%s %s exited with %d" file (String.Join(" ", args)) code)
+
+let setup () =
+    exec "dotnet" [ "tool"; "restore" ]
+    exec "dotnet" [ "paket"; "restore" ]
+
+let build () =
+    setup ()
+    exec "dotnet" [ "build"; "Prompting.sln"; "-c"; configuration; "--nologo"; "-v"; "minimal" ]
+
+let cli = Path.Combine(root, "src", "Prompting.Cli", "bin", configuration, "net10.0", "prompting.dll")
+
+/// Counts from Expecto's summary line: passed, ignored, failed + errored.
+let expecto () =
+    let exe = Path.Combine(root, "tests", "Prompting.Tests", "bin", configuration, "net10.0", "Prompting.Tests.dll")
+    let code, output = run true "dotnet" [ exe; "--colours"; "0"; "--no-spinner" ]
+    let m = Regex.Match(output, @"(\d+) passed, (\d+) ignored, (\d+) failed, (\d+) errored")
+    if not m.Success then
+        eprintfn "build: Expecto exited with %d without a summary line" code
+        0, 0, 1
+    else
+        let n (i: int) = int m.Groups[i].Value
+        n 1, n 2, n 3 + n 4 + (if code <> 0 && n 3 + n 4 = 0 then 1 else 0)
+
+/// Counts from the xUnit run's TRX report: passed, skipped, failed.
+let xunit () =
+    let results = Path.Combine(root, "TestResults")
+    let trx = Path.Combine(results, "csharp.trx")
+    if File.Exists trx then File.Delete trx
+    let code, _ =
+        run false "dotnet" [ "test"; "tests/Prompting.CSharp.Tests"; "-c"; configuration; "--no-build"; "--nologo"
+                             "--logger"; "trx;LogFileName=csharp.trx"; "--results-directory"; results ]
+    if not (File.Exists trx) then
+        eprintfn "build: dotnet test exited with %d and wrote no TRX report" code
+        0, 0, 1
+    else
+        let counters = XDocument.Load(trx).Descendants() |> Seq.find (fun e -> e.Name.LocalName = "Counters")
+        let get (name: string) = int (counters.Attribute(XName.Get name).Value)
+        let failed = get "failed" + get "error" + get "timeout" + get "aborted"
+        get "passed", get "notExecuted", failed + (if code <> 0 && failed = 0 then 1 else 0)
+
+let test () =
+    build ()
+    let results = [ expecto (); xunit () ]
+    let passed = results |> List.sumBy (fun (p, _, _) -> p)
+    let skipped = results |> List.sumBy (fun (_, s, _) -> s)
+    let failed = results |> List.sumBy (fun (_, _, f) -> f)
+    if skipped > 0 then printfn "%d passed, %d failed, %d skipped" passed failed skipped
+    else printfn "%d passed, %d failed" passed failed
+    if failed > 0 then exit 1
+
+/// The main job on the embedded default. Until the continual-learning demo exists this classifies
+/// real CIFAR-10 photos with the real ViT-Ti when ../shared is present, and otherwise runs predict
+/// on a freshly generated small checkpoint.
+let demo () =
+    build ()
+    let out = Path.Combine(root, "out", "demo")
+    Directory.CreateDirectory out |> ignore
+    let prompting args = exec "dotnet" (cli :: args)
+    let shared = Path.GetFullPath(Path.Combine(root, "..", "shared"))
+    let weights = Path.Combine(shared, "weights", "vit_tiny_patch16_224.augreg_in21k_ft_in1k.safetensors")
+    let tar = Path.Combine(shared, "data", "cifar10-jpeg.tar")
+    if File.Exists weights && File.Exists tar then
+        let images = Path.Combine(out, "images")
+        Directory.CreateDirectory images |> ignore
+        use reader = new TarReader(File.OpenRead tar)
+        let mutable taken = 0
+        let mutable entry = reader.GetNextEntry()
+        while taken < 10 && not (isNull entry) do
+            if entry.Name.Contains "/test/" && entry.Name.EndsWith "/0000.jpg" then
+                let name = entry.Name.Split('/')[2] + ".jpg"
+                entry.ExtractToFile(Path.Combine(images, name), true)
+                taken <- taken + 1
+            entry <- reader.GetNextEntry()
+        prompting [ "predict"; "--checkpoint"; weights; "--images"; images; "--output"; Path.Combine(out, "predictions.csv") ]
+        printfn "%s" (File.ReadAllText(Path.Combine(out, "predictions.csv")))
+        printfn "ImageNet-1k top-5 class indices for one CIFAR-10 test photo per class (file = CIFAR class)."
+    else
+        printfn "../shared not found: running predict on a generated checkpoint instead"
+        let checkpoint = Path.Combine(out, "vit-demo.safetensors")
+        prompting [ "create"; "--image-size"; "32"; "--patch-size"; "8"; "--depth"; "2"; "--width"; "48"; "--heads"; "3"; "--classes"; "10"; "-o"; checkpoint ]
+        prompting [ "predict"; "--checkpoint"; checkpoint; "--input"; Path.Combine(root, "tests", "fixtures", "input_32.npy"); "--output"; Path.Combine(out, "logits.npy") ]
+        printfn "wrote %s" (Path.Combine(out, "logits.npy"))
+
+let clean () =
+    for dir in Directory.EnumerateDirectories(root, "*", SearchOption.AllDirectories) |> Array.ofSeq do
+        let name = Path.GetFileName dir
+        if (name = "bin" || name = "obj") && Directory.Exists dir then Directory.Delete(dir, true)
+
+match fsi.CommandLineArgs |> Array.skip 1 |> List.ofArray with
+| []
+| [ "build" ] -> build ()
+| [ "setup" ] -> setup ()
+| [ "test" ] -> test ()
+| [ "demo" ] -> demo ()
+| [ "clean" ] -> clean ()
+| other -> fail (sprintf "unknown target %s; expected setup, build, test, demo or clean" (String.Join(" ", other)))
