@@ -16,7 +16,7 @@ module PromptingNatives =
     /// Loads libtorch and TorchSharp's glue by absolute path (the build has already patched the glue).
     /// Later DllImports of "LibTorchSharp" find the library that is already loaded.
     let load () =
-        if OperatingSystem.IsLinux() then
+        if System.OperatingSystem.IsLinux() then
             for lib in [ "libtorch.so"; "libLibTorchSharp.so" ] do
                 let path = Path.Combine(directory, lib)
                 if not (File.Exists path) then

@@ -27,7 +27,8 @@ type PatchEmbed(inChannels: int, width: int, patch: int) as this =
 
     override _.forward(images) =
         use grid = proj.forward images
-        grid.flatten(2).transpose (1, 2)
+        use flat = grid.flatten 2
+        flat.transpose (1, 2)
 
 /// Multi-head self-attention with optional key/value prefixes, through scaled_dot_product_attention.
 type Attention(width: int, heads: int) as this =
@@ -47,7 +48,8 @@ type Attention(width: int, heads: int) as this =
     member _.Forward(x: torch.Tensor, prefix: Prefix option) =
         let b, n = x.shape[0], x.shape[1]
         use packed = qkv.forward x
-        use split = packed.reshape(b, n, 3L, int64 heads, int64 headDim).permute (2L, 0L, 3L, 1L, 4L)
+        use unpacked = packed.reshape (b, n, 3L, int64 heads, int64 headDim)
+        use split = unpacked.permute (2L, 0L, 3L, 1L, 4L)
         use q = split.select (0, 0L)
         use k0 = split.select (0, 1L)
         use v0 = split.select (0, 2L)
@@ -61,7 +63,8 @@ type Attention(width: int, heads: int) as this =
                 use k = torch.cat ([| pk; k0 |], 2L)
                 use v = torch.cat ([| pv; v0 |], 2L)
                 attend k v
-        use merged = attended.transpose(1, 2).reshape (b, n, int64 width)
+        use headsLast = attended.transpose (1, 2)
+        use merged = headsLast.reshape (b, n, int64 width)
         proj.forward merged
 
     override this.forward(x) = this.Forward(x, None)
