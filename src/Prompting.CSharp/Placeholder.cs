@@ -1,1 +1,0 @@
-namespace Prompting.CSharp; public static class Placeholder {}
