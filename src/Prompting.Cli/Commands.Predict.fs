@@ -14,10 +14,7 @@ let private writeCsv (path: string) (rows: (string * int[])[]) =
         if s.IndexOfAny([| ','; '"'; '\n' |]) >= 0 then "\"" + s.Replace("\"", "\"\"") + "\"" else s
     for name, top in rows do
         sb.Append(quote name).Append(',').Append(System.String.Join(",", top)).Append('\n') |> ignore
-    let full = Path.GetFullPath path
-    Directory.CreateDirectory(Path.GetDirectoryName full) |> ignore
-    File.WriteAllText(full + ".tmp", sb.ToString())
-    File.Move(full + ".tmp", full, true)
+    Files.writeAtomic path (fun tmp -> File.WriteAllText(tmp, sb.ToString()))
 
 let run (args: ParseResults<PredictArgs>) =
     let checkpoint = args.GetResult PredictArgs.Checkpoint

@@ -29,7 +29,10 @@ module Images =
 
     let decode (path: string) =
         if not (File.Exists path) then Errors.fail "%s: file not found" path
-        decodeBytes path (File.ReadAllBytes path)
+        let bytes =
+            try File.ReadAllBytes path
+            with :? IOException | :? UnauthorizedAccessException as e -> Errors.fail "%s: cannot read (%s)" path e.Message
+        decodeBytes path bytes
 
     /// PIL's bicubic kernel (a = -0.5).
     let private cubic (x: float) =
@@ -129,7 +132,7 @@ module Images =
                        |> Seq.filter isImageFile
                        |> Seq.map (fun f -> Path.GetRelativePath(input, f).Replace('\\', '/'), f)
                        |> Array.ofSeq
-                   if found.Length = 0 then Errors.fail "%s: directory contains no JPEG/PNG images" input
+                   if found.Length = 0 then Errors.fail "%s: directory contains no images (%s)" input (String.Join(", ", extensions))
                    yield! found
                elif File.Exists input then yield input, input
                else Errors.fail "%s: no such file or directory" input |]

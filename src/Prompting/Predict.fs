@@ -57,8 +57,12 @@ module Predict =
         let size = model.Config.ImageSize
         batched model device batchSize output files.Length (fun start n ->
             let chunk = Array.zeroCreate<float32[]> n
-            System.Threading.Tasks.Parallel.For(0, n, fun i ->
-                chunk[i] <- Images.decode files[start + i] |> Images.preprocess size preprocessing) |> ignore
+            try
+                System.Threading.Tasks.Parallel.For(0, n, fun i ->
+                    chunk[i] <- Images.decode files[start + i] |> Images.preprocess size preprocessing) |> ignore
+            with :? System.AggregateException as e ->
+                // Report the first failing file as a plain error, not a wrapped one.
+                raise (e.Flatten().InnerExceptions[0])
             Array.concat chunk)
 
     /// Indices of the k largest values, largest first (ties: lower index first).

@@ -97,9 +97,5 @@ module Npy =
 
     /// Writes atomically (temporary file, then rename) so a failure never leaves a partial file.
     let write (path: string) (t: HostTensor) =
-        let full = Path.GetFullPath path
-        let dir = Path.GetDirectoryName full
-        if not (String.IsNullOrEmpty dir) then Directory.CreateDirectory dir |> ignore
-        let tmp = full + ".tmp"
-        File.WriteAllBytes(tmp, serialize t)
-        File.Move(tmp, full, true)
+        let bytes = serialize t
+        Files.writeAtomic path (fun tmp -> File.WriteAllBytes(tmp, bytes))

@@ -29,15 +29,11 @@ module Npz =
         | :? EndOfStreamException -> Errors.fail "%s: truncated .npz archive" path
 
     let write (path: string) (members: (string * HostTensor) seq) =
-        let full = Path.GetFullPath path
-        Directory.CreateDirectory(Path.GetDirectoryName full) |> ignore
-        let tmp = full + ".tmp"
-        do
+        Files.writeAtomic path (fun tmp ->
             use fs = File.Create tmp
             use archive = new ZipArchive(fs, ZipArchiveMode.Create)
             for name, t in members do
                 let entry = archive.CreateEntry(name + ".npy", CompressionLevel.NoCompression)
                 use s = entry.Open()
                 let bytes = Npy.serialize t
-                s.Write(bytes, 0, bytes.Length)
-        File.Move(tmp, full, true)
+                s.Write(bytes, 0, bytes.Length))

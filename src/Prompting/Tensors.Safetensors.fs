@@ -124,17 +124,13 @@ module Safetensors =
         // Pad with spaces to a multiple of 8 so the data is aligned, as the reference writer does.
         let padded = json + String(' ', (8 - Encoding.UTF8.GetByteCount json % 8) % 8)
         let headerBytes = Encoding.UTF8.GetBytes padded
-        let full = Path.GetFullPath path
-        Directory.CreateDirectory(Path.GetDirectoryName full) |> ignore
-        let tmp = full + ".tmp"
-        do
+        Files.writeAtomic path (fun tmp ->
             use fs = File.Create tmp
             fs.Write(BitConverter.GetBytes(int64 headerBytes.Length), 0, 8)
             fs.Write(headerBytes, 0, headerBytes.Length)
             for _, t in tensors do
                 let bytes = Array.zeroCreate<byte> (t.Values.Length * 4)
                 Buffer.BlockCopy(t.Values, 0, bytes, 0, bytes.Length)
-                fs.Write(bytes, 0, bytes.Length)
-        File.Move(tmp, full, true)
+                fs.Write(bytes, 0, bytes.Length))
 
     let write path tensors = writeWithMetadata path Map.empty tensors
