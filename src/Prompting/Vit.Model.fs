@@ -9,9 +9,16 @@ open Prompting
 [<NoEquality; NoComparison>]
 type Prefix = { Key: torch.Tensor; Value: torch.Tensor }
 
-/// What a prompt method hands to one block: the (possibly extended) token sequence and prefixes.
+/// What a prompt method hands to one block: the (possibly extended) token sequence, prefixes, and
+/// an optional adapter applied to the MLP output before the residual (Pfeiffer-style, as in VPT).
 [<NoEquality; NoComparison>]
-type BlockInput = { Tokens: torch.Tensor; Prefix: Prefix option }
+type BlockInput =
+    { Tokens: torch.Tensor
+      Prefix: Prefix option
+      MlpAdapter: (torch.Tensor -> torch.Tensor) option }
+
+module BlockInput =
+    let plain (tokens: torch.Tensor) = { Tokens = tokens; Prefix = None; MlpAdapter = None }
 
 /// The backbone's injection seam, called before every block with its index and incoming tokens.
 /// Prompt-tuning returns longer tokens; VPT-deep replaces earlier prompt outputs; prefix-tuning
@@ -98,15 +105,21 @@ type Block(width: int, heads: int, hidden: int) as this =
         this.register_module ("norm2", norm2)
         this.register_module ("mlp", mlp)
 
-    member _.Forward(x: torch.Tensor, prefix: Prefix option) =
+    member _.Forward(x: torch.Tensor, prefix: Prefix option, adapter: (torch.Tensor -> torch.Tensor) option) =
         use n1 = norm1.forward x
         use a = attn.Forward(n1, prefix)
         use x1 = x + a
         use n2 = norm2.forward x1
         use m = mlp.forward n2
-        x1 + m
+        match adapter with
+        | None -> x1 + m
+        | Some f ->
+            use adapted = f m
+            use mOut = m + adapted
+            x1 + mOut
 
-    override this.forward(x) = this.Forward(x, None)
+    member this.Forward(x: torch.Tensor, prefix: Prefix option) = this.Forward(x, prefix, None)
+    override this.forward(x) = this.Forward(x, None, None)
 
 /// timm's VisionTransformer (class token, learned absolute position embedding, final norm,
 /// linear head on the final-norm class token). Parameter names are timm's checkpoint keys.
@@ -161,8 +174,8 @@ type VisionTransformer(config: VitConfig) as this =
             let input =
                 match hook with
                 | Some h -> h i x
-                | None -> { Tokens = x; Prefix = None }
-            let next = blocks[i].Forward(input.Tokens, input.Prefix)
+                | None -> BlockInput.plain x
+            let next = blocks[i].Forward(input.Tokens, input.Prefix, input.MlpAdapter)
             if not (obj.ReferenceEquals(input.Tokens, x)) then input.Tokens.Dispose()
             x.Dispose()
             x <- next

@@ -137,15 +137,15 @@ let tests =
               let seen = System.Collections.Generic.List<int * int64>()
               let identity: BlockHook = fun layer x ->
                   seen.Add((layer, x.shape[1]))
-                  { Tokens = x; Prefix = None }
+                  BlockInput.plain x
               use plain = model.ForwardFeatures input
               use hooked = model.ForwardFeatures(input, identity)
               Expect.equal (List.ofSeq seen) [ 0, 17L; 1, 17L ] "called before each block with the token count"
               Expect.equal (relativeError (host hooked).Values (host plain).Values) 0.0 "identity hook changes nothing"
               use prompts = torch.randn (4L, 3L, 48L)
               let prepend: BlockHook = fun layer x ->
-                  if layer = 0 then { Tokens = torch.cat ([| x.narrow (1, 0L, 1L); prompts; x.narrow (1, 1L, 16L) |], 1L); Prefix = None }
-                  else { Tokens = x; Prefix = None }
+                  if layer = 0 then BlockInput.plain (torch.cat ([| x.narrow (1, 0L, 1L); prompts; x.narrow (1, 1L, 16L) |], 1L))
+                  else BlockInput.plain x
               use prompted = model.ForwardFeatures(input, prepend)
               Expect.equal prompted.shape [| 4L; 20L; 48L |] "three tokens inserted after CLS"
           }

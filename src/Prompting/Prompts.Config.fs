@@ -1,0 +1,153 @@
+namespace Prompting.Prompts
+
+/// How a prefix prompt is split into attention keys and values.
+type PrefixConvention =
+    /// Original L2P/DualPrompt (JAX): a key prefix and a value prefix, each of the prompt length.
+    | SeparateKeyValue
+    /// CODA-Prompt/VQ-Prompt code: one prompt of length L, first L/2 tokens keys, last L/2 values.
+    | SplitHalves
+
+/// Where prompt tokens enter the sequence (prompt-tuning).
+type TokenPlacement =
+    /// [CLS, P, patches]: VPT and the L2P PyTorch port.
+    | AfterClassToken
+    /// [P, CLS, patches]: the original (JAX) L2P.
+    | BeforeClassToken
+
+/// How prompts enter a block.
+type Insertion =
+    /// Prompt-tuning: tokens inserted into the sequence at the group's first layer; at each later
+    /// layer of the group the previous prompt outputs are replaced by that layer's prompts (VPT-deep).
+    | PromptTokens of placement: TokenPlacement * withClassPosition: bool
+    /// Prefix-tuning: keys and values prepended inside attention, sequence length unchanged.
+    | PrefixTokens of PrefixConvention
+
+/// The pull (key-matching surrogate) loss of keyed pools; q and keys are L2-normalised.
+type PullLoss =
+    /// −Σ_{b,k} cos(q_b, key_k) / B (L2P and DualPrompt PyTorch ports).
+    | NegativeCosine
+    /// Σ_{b,k} (1 − cos(q_b, key_k)) / B.
+    | OneMinusCosine
+    /// Σ_{b,k} (1 − cos(q_b, key_k)) over the batch without averaging (CODA-Prompt repository).
+    | OneMinusCosineSummed
+    /// The CODA repository's L2P++ quirk (1 − cos[:, idx]).sum(): every sample pulled to every other
+    /// sample's selected keys, a (B, B, k) sum. Only for reproducing that code.
+    | CrossSampleQuirk
+
+/// A pool of prompts with learned keys, chosen by cosine similarity to the query.
+type KeyedPool =
+    { PoolSize: int
+      TopK: int
+      /// One key set per layer with independent choices (CODA repository DualPrompt), or one key set
+      /// whose choice serves every layer of the group (original L2P and DualPrompt).
+      KeysPerLayer: bool
+      /// Use the N ids most frequent in the batch for every sample (L2P port); leaks batch
+      /// statistics at test time, so off by default.
+      BatchwiseSelection: bool
+      /// DualPrompt: while training, prompt = the true task's entry (pool size = number of tasks).
+      TrainWithTaskId: bool
+      /// DualPrompt (JAX): when task t begins, its entry starts as a copy of entry t−1.
+      CopyPreviousAtTaskStart: bool
+      PullLoss: PullLoss
+      PullWeight: float }
+
+/// CODA-Prompt's decomposed components with attention (α = cos(q ⊙ A_k, K_k), no softmax).
+type ComponentAttention =
+    { Components: int
+      /// Weight μ of the orthogonality penalty mean((X Xᵀ − I)²) over K, A and flattened P.
+      OrthogonalityWeight: float }
+
+/// VQ-Prompt's vector-quantised pool with a straight-through estimator.
+type VectorQuantised =
+    { PoolSize: int
+      Temperature: float
+      /// Weight of ‖p′ − sg(p)‖² (the official code's vq_coef, 0.4).
+      ContinuousWeight: float
+      /// Weight of ‖p − sg(p′)‖² (the official code's comit_coef, 0.1).
+      DiscreteWeight: float }
+
+/// Where a group's prompts come from.
+type PromptSource =
+    /// One learned prompt per layer, shared by all samples and tasks (VPT, DualPrompt's G-prompt).
+    | Static
+    | Keyed of KeyedPool
+    | Components of ComponentAttention
+    | Quantised of VectorQuantised
+
+type PromptInit =
+    /// U(low, high) for prompts and keys.
+    | Uniform of low: float * high: float
+    /// VPT: U(±sqrt(6 / (3·p² + D))) with p the patch size.
+    | VptUniform
+    /// CODA: rows of the task being started by Gram–Schmidt from normal vectors, others zero.
+    | GramSchmidt
+
+/// The blocks a group injects into.
+type LayerSet =
+    | Only of int list
+    /// Every block of the backbone, whatever its depth (VPT-deep).
+    | AllLayers
+
+/// One set of prompts: where they go, how long they are and where they come from.
+type PromptGroup =
+    { Name: string
+      Layers: LayerSet
+      Length: int
+      Insertion: Insertion
+      Source: PromptSource
+      Init: PromptInit
+      /// Dropout applied to prompt tokens while training (VPT).
+      Dropout: float }
+
+/// What the classifier reads.
+type HeadInput =
+    | ClassToken
+    /// Mean of the prompt tokens' outputs after the final norm (L2P).
+    | PromptMean
+
+type HeadKind =
+    | LinearHead
+    /// k hidden layers of width D with ReLU, then the classifier (VPT's Mlp-k baseline).
+    | MlpHead of hiddenLayers: int
+    /// SimpleCIL: rows are class-mean features, cosine similarity as logits; no training.
+    | PrototypeHead
+
+/// Which backbone parameters train.
+type BackboneTraining =
+    | Frozen
+    | FullBackbone
+    /// The last k blocks and the final norm (VPT's Partial-k).
+    | LastBlocks of int
+    /// Every bias term (BitFit).
+    | BiasTerms
+
+/// Which logits the training loss sees (evaluation always uses the classes seen so far).
+type TrainingLogits =
+    /// Only the current task's classes; the rest are −inf (L2P, DualPrompt, CODA, VQ).
+    | CurrentTaskClasses
+    /// Every class seen so far (sequential fine-tuning, joint training).
+    | SeenClasses
+
+/// VQ-Prompt's classifier-bias mitigation: class statistics then head-only retraining.
+type HeadRecalibration =
+    { Epochs: int
+      SamplesPerClass: int
+      LearningRate: float
+      FinalLearningRate: float
+      WeightDecay: float
+      VarianceFloor: float }
+
+/// A prompt method: pure configuration, no tensors. `Method.build` turns it into a model.
+type Method =
+    { Name: string
+      Description: string
+      Groups: PromptGroup list
+      HeadInput: HeadInput
+      Head: HeadKind
+      /// VPT's head initialisation: Kaiming (fan-out) weights and bias −log(0.99/0.01).
+      VptHeadInit: bool
+      Backbone: BackboneTraining
+      /// Bottleneck adapter after each block's MLP with this reduction (VPT's Adapter baseline).
+      AdapterReduction: int option
+      TrainingLogits: TrainingLogits
+      Recalibration: HeadRecalibration option }

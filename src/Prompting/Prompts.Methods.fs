@@ -1,0 +1,193 @@
+namespace Prompting.Prompts
+
+open Prompting
+
+/// The published methods and baselines as values of the algebra, with their reference defaults.
+/// Pool sizes that equal the number of tasks are why these are functions of `tasks`.
+module Methods =
+    let private plain name description =
+        { Name = name
+          Description = description
+          Groups = []
+          HeadInput = ClassToken
+          Head = LinearHead
+          VptHeadInit = false
+          Backbone = Frozen
+          AdapterReduction = None
+          TrainingLogits = SeenClasses
+          Recalibration = None }
+
+    let private keyed poolSize topK =
+        { PoolSize = poolSize
+          TopK = topK
+          KeysPerLayer = false
+          BatchwiseSelection = false
+          TrainWithTaskId = false
+          CopyPreviousAtTaskStart = false
+          PullLoss = NegativeCosine
+          PullWeight = 0.1 }
+
+    let vptShallow =
+        { plain "vpt-shallow" "VPT-shallow: 10 prompt tokens after CLS at the input"
+            with
+            Groups =
+                [ { Name = "vpt"; Layers = Only [ 0 ]; Length = 10; Insertion = PromptTokens(AfterClassToken, false)
+                    Source = Static; Init = VptUniform; Dropout = 0.0 } ]
+            VptHeadInit = true }
+
+    let vptDeep =
+        { plain "vpt-deep" "VPT-deep: 10 fresh prompt tokens before every block, prompt dropout 0.1"
+            with
+            Groups =
+                [ { Name = "vpt"; Layers = AllLayers; Length = 10; Insertion = PromptTokens(AfterClassToken, false)
+                    Source = Static; Init = VptUniform; Dropout = 0.1 } ]
+            VptHeadInit = true }
+
+    /// L2P as the PyTorch port computes it: [CLS, P, patches] with CLS's position embedding on the
+    /// prompts, head on the mean of the prompt outputs, pull weight 0.1 (the paper uses 0.5).
+    let l2p =
+        { plain "l2p" "L2P: pool 10, length 5, top-5 prompt-tuning at the input, prompt-mean head"
+            with
+            Groups =
+                [ { Name = "pool"; Layers = Only [ 0 ]; Length = 5; Insertion = PromptTokens(AfterClassToken, true)
+                    Source = Keyed(keyed 10 5); Init = Uniform(-1.0, 1.0); Dropout = 0.0 } ]
+            HeadInput = PromptMean
+            TrainingLogits = CurrentTaskClasses }
+
+    /// L2P as the original JAX code lays it out: [P, CLS, patches], no position embedding on prompts.
+    let l2pJax =
+        { l2p with
+            Name = "l2p-jax"
+            Description = "L2P with the JAX layout [P, CLS, patches] and pull weight 0.5"
+            Groups =
+                [ { l2p.Groups.Head with
+                      Insertion = PromptTokens(BeforeClassToken, false)
+                      Source = Keyed { keyed 10 5 with PullWeight = 0.5 } } ] }
+
+    /// CODA-Prompt's L2P++: prefix-tuning at layer 0, pool 30, length 20 (10 key + 10 value), top-5,
+    /// with the correct per-sample pull loss (see PullLoss.CrossSampleQuirk for the repository's).
+    let l2pPlusPlus =
+        { plain "l2p++" "L2P++ (CODA repository): prefix pool 30 x 20 at layer 0, top-5"
+            with
+            Groups =
+                [ { Name = "pool"; Layers = Only [ 0 ]; Length = 20; Insertion = PrefixTokens SplitHalves
+                    Source = Keyed { keyed 30 5 with PullLoss = OneMinusCosineSummed; PullWeight = 1.0 }
+                    Init = Uniform(0.0, 1.0); Dropout = 0.0 } ]
+            TrainingLogits = CurrentTaskClasses }
+
+    /// DualPrompt as the original (JAX) code: separate K and V prefixes of length 5, G at 0–1,
+    /// E at 2–4 with one entry per task chosen once for all layers, the true task id while training.
+    let dualPrompt tasks =
+        { plain "dualprompt" "DualPrompt: G-prompt layers 0-1, E-prompt pool (one per task) layers 2-4, K/V prefixes of 5"
+            with
+            Groups =
+                [ { Name = "g"; Layers = Only [ 0; 1 ]; Length = 5; Insertion = PrefixTokens SeparateKeyValue
+                    Source = Static; Init = Uniform(-1.0, 1.0); Dropout = 0.0 }
+                  { Name = "e"; Layers = Only [ 2; 3; 4 ]; Length = 5; Insertion = PrefixTokens SeparateKeyValue
+                    Source =
+                      Keyed
+                          { keyed tasks 1 with
+                              TrainWithTaskId = true
+                              CopyPreviousAtTaskStart = true
+                              PullLoss = OneMinusCosine
+                              PullWeight = 1.0 }
+                    Init = Uniform(-1.0, 1.0); Dropout = 0.0 } ]
+            TrainingLogits = CurrentTaskClasses }
+
+    /// DualPrompt as the CODA-Prompt repository has it: G length 6 (3 + 3), E pool 10 of length 20
+    /// (10 + 10) with a key set per layer chosen independently, no copying, U(0, 1) init.
+    let dualPromptCoda =
+        { plain "dualprompt-coda" "DualPrompt (CODA repository): G 6 tokens at 0-1, E pool 10 x 20 at 2-4, keys per layer"
+            with
+            Groups =
+                [ { Name = "g"; Layers = Only [ 0; 1 ]; Length = 6; Insertion = PrefixTokens SplitHalves
+                    Source = Static; Init = Uniform(0.0, 1.0); Dropout = 0.0 }
+                  { Name = "e"; Layers = Only [ 2; 3; 4 ]; Length = 20; Insertion = PrefixTokens SplitHalves
+                    Source =
+                      Keyed
+                          { keyed 10 1 with
+                              KeysPerLayer = true
+                              TrainWithTaskId = true
+                              PullLoss = OneMinusCosineSummed
+                              PullWeight = 1.0 }
+                    Init = Uniform(0.0, 1.0); Dropout = 0.0 } ]
+            TrainingLogits = CurrentTaskClasses }
+
+    let codaPrompt =
+        { plain "coda-prompt" "CODA-Prompt: 100 components of length 8 at layers 0-4, alpha = cos(q * A, K)"
+            with
+            Groups =
+                [ { Name = "coda"; Layers = Only [ 0 .. 4 ]; Length = 8; Insertion = PrefixTokens SplitHalves
+                    Source = Components { Components = 100; OrthogonalityWeight = 0.0 }
+                    Init = GramSchmidt; Dropout = 0.0 } ]
+            TrainingLogits = CurrentTaskClasses }
+
+    let vqPrompt =
+        { plain "vq-prompt" "VQ-Prompt: pool 10 of length 8 at layers 0-4, quantised with a straight-through estimator"
+            with
+            Groups =
+                [ { Name = "vq"; Layers = Only [ 0 .. 4 ]; Length = 8; Insertion = PrefixTokens SplitHalves
+                    Source = Quantised { PoolSize = 10; Temperature = 1.0; ContinuousWeight = 0.4; DiscreteWeight = 0.1 }
+                    Init = Uniform(0.0, 1.0); Dropout = 0.0 } ]
+            TrainingLogits = CurrentTaskClasses
+            Recalibration =
+                Some
+                    { Epochs = 10
+                      SamplesPerClass = 512
+                      LearningRate = 1e-5
+                      FinalLearningRate = 1e-6
+                      WeightDecay = 5e-4
+                      VarianceFloor = 1e-4 } }
+
+    /// Hybrid: DualPrompt whose E-prompts are chosen by vector quantisation instead of key matching.
+    let dualVq tasks =
+        let dual = dualPrompt tasks
+        { dual with
+            Name = "dual-vq"
+            Description = "Hybrid: DualPrompt G-prompt + VQ-chosen E-prompts (pool 10) at layers 2-4"
+            Groups =
+                [ dual.Groups.Head
+                  { dual.Groups[1] with
+                      Source = Quantised { PoolSize = 10; Temperature = 1.0; ContinuousWeight = 0.4; DiscreteWeight = 0.1 }
+                      Init = Uniform(0.0, 1.0) } ] }
+
+    /// Hybrid: VPT-deep whose per-layer prompts come from an L2P-style keyed pool (top-1).
+    let vptDeepPool =
+        { vptDeep with
+            Name = "vpt-deep-pool"
+            Description = "Hybrid: VPT-deep whose per-layer prompts are picked from a keyed pool of 10 (top-1)"
+            Groups = [ { vptDeep.Groups.Head with Source = Keyed(keyed 10 1); Dropout = 0.0 } ]
+            TrainingLogits = CurrentTaskClasses }
+
+    let linear = plain "linear" "Linear probe: head only"
+    let full = { plain "full" "Full fine-tuning" with Backbone = FullBackbone }
+    let partial k = { plain (sprintf "partial-%d" k) (sprintf "Partial-%d: last %d blocks and the final norm" k k) with Backbone = LastBlocks k }
+    let mlp k = { plain (sprintf "mlp-%d" k) (sprintf "Mlp-%d: head with %d hidden layers of width D" k k) with Head = MlpHead k }
+    let bias = { plain "bias" "BitFit: every bias term" with Backbone = BiasTerms }
+    let adapter = { plain "adapter" "Adapter after each MLP, reduction 8" with AdapterReduction = Some 8 }
+    let sequential = { plain "sequential" "Sequential fine-tuning (continual lower bound)" with Backbone = FullBackbone }
+    let simpleCil = { plain "simplecil" "SimpleCIL: frozen backbone, class-mean cosine head, no training" with Head = PrototypeHead }
+    let joint = { plain "joint" "Joint training on all classes (upper bound)" with Backbone = FullBackbone }
+
+    /// Every named method for a sequence of `tasks` tasks, in display order.
+    let all tasks =
+        [ vptShallow; vptDeep; l2p; l2pJax; l2pPlusPlus; dualPrompt tasks; dualPromptCoda; codaPrompt; vqPrompt
+          dualVq tasks; vptDeepPool
+          linear; full; partial 1; mlp 3; bias; adapter; sequential; simpleCil; joint ]
+
+    /// Looks a method up by name; "partial-K" and "mlp-K" take any K.
+    let find (name: string) tasks =
+        let key = name.Trim().ToLowerInvariant()
+        let numbered (prefix: string) make =
+            if key.StartsWith prefix then
+                match System.Int32.TryParse(key.Substring prefix.Length) with
+                | true, k when k > 0 -> Some(make k)
+                | _ -> None
+            else None
+        match all tasks |> List.tryFind (fun m -> m.Name = key) with
+        | Some m -> m
+        | None ->
+            match numbered "partial-" partial |> Option.orElse (numbered "mlp-" mlp) with
+            | Some m -> m
+            | None ->
+                Errors.fail "method %s: unknown; expected one of %s" name (all tasks |> List.map (fun m -> m.Name) |> String.concat ", ")
