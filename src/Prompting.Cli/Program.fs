@@ -18,7 +18,8 @@ let run (argv: string[]) =
         0
     | :? ArguParseException as e ->
         // Argu appends the whole usage; one line and a pointer to --help is clearer.
-        eprintfn "error: %s (see --help)" (e.Message.Split('\n')[0].Trim())
+        let firstLine = e.Message.Split('\n').[0]
+        eprintfn "error: %s (see --help)" (firstLine.Trim())
         2
     | PromptingError message ->
         eprintfn "error: %s" message
