@@ -42,25 +42,39 @@ module Images =
         elif x < 2.0 then (((x - 5.0) * x + 8.0) * x - 4.0) * a
         else 0.0
 
-    /// For each output index: first input index and normalised weights. When shrinking, the
-    /// kernel is stretched by the scale (antialiasing), exactly as PIL's resampling does.
+    /// PIL's fixed-point precision for 8-bit resampling: weights are integers scaled by 2^22.
+    let private precisionBits = 22
+
+    /// For each output index: first input index and normalised weights in PIL's fixed point. When
+    /// shrinking, the kernel is stretched by the scale (antialiasing), exactly as PIL's resampling
+    /// does. The arithmetic follows PIL's precompute_coeffs / normalize_coeffs_8bpc step by step
+    /// (including multiplying by 1 / filterScale rather than dividing), so the results match bit
+    /// for bit; double-precision accumulation instead differs by one level at some exact .5 ties.
     let private coefficients (inSize: int) (outSize: int) =
         let scale = float inSize / float outSize
         let filterScale = max scale 1.0
         let support = 2.0 * filterScale
+        let invScale = 1.0 / filterScale
+        let one = float (1 <<< precisionBits)
+        let toFixed (v: float) = if v < 0.0 then int (-0.5 + v * one) else int (0.5 + v * one)
         Array.init outSize (fun i ->
             let center = (float i + 0.5) * scale
             let lo = max 0 (int (center - support + 0.5))
             let hi = min inSize (int (center + support + 0.5))
-            let w = Array.init (hi - lo) (fun j -> cubic ((float (lo + j) - center + 0.5) / filterScale))
+            let w = Array.init (hi - lo) (fun j -> cubic ((float (lo + j) - center + 0.5) * invScale))
             let total = Array.sum w
-            lo, (if total <> 0.0 then w |> Array.map (fun v -> v / total) else w))
+            lo, (w |> Array.map (fun v -> toFixed (if total <> 0.0 then v / total else v))))
 
-    let private clampByte (v: float) = if v <= 0.0 then 0uy elif v >= 255.0 then 255uy else byte (floor (v + 0.5))
+    /// PIL's clip8: the accumulator starts at one half, so the shift rounds to nearest.
+    let private clip8 (acc: int) =
+        if acc >= (1 <<< precisionBits <<< 8) then 255uy
+        elif acc <= 0 then 0uy
+        else byte (acc >>> precisionBits)
 
-    /// Separable bicubic resize, horizontal pass then vertical, rounding to 8 bits after each pass
-    /// as PIL does for 8-bit images.
+    /// Separable bicubic resize, horizontal pass then vertical, rounding to 8 bits after each pass,
+    /// in the same integer arithmetic as PIL's 8-bit resampling.
     let resizeBicubic (outWidth: int) (outHeight: int) (img: RgbImage) =
+        let half = 1 <<< (precisionBits - 1)
         let horizontal =
             if outWidth = img.Width then img.Pixels
             else
@@ -70,10 +84,10 @@ module Images =
                     for x in 0 .. outWidth - 1 do
                         let lo, w = coeffs[x]
                         for ch in 0 .. 2 do
-                            let mutable s = 0.0
+                            let mutable s = half
                             for j in 0 .. w.Length - 1 do
-                                s <- s + w[j] * float img.Pixels[(y * img.Width + lo + j) * 3 + ch]
-                            out[(y * outWidth + x) * 3 + ch] <- clampByte s
+                                s <- s + w[j] * int img.Pixels[(y * img.Width + lo + j) * 3 + ch]
+                            out[(y * outWidth + x) * 3 + ch] <- clip8 s
                 out
         let vertical =
             if outHeight = img.Height then horizontal
@@ -84,10 +98,10 @@ module Images =
                     let lo, w = coeffs[y]
                     for x in 0 .. outWidth - 1 do
                         for ch in 0 .. 2 do
-                            let mutable s = 0.0
+                            let mutable s = half
                             for j in 0 .. w.Length - 1 do
-                                s <- s + w[j] * float horizontal[((lo + j) * outWidth + x) * 3 + ch]
-                            out[(y * outWidth + x) * 3 + ch] <- clampByte s
+                                s <- s + w[j] * int horizontal[((lo + j) * outWidth + x) * 3 + ch]
+                            out[(y * outWidth + x) * 3 + ch] <- clip8 s
                 out
         { Width = outWidth; Height = outHeight; Pixels = vertical }
 

@@ -2,6 +2,7 @@ namespace Prompting.Tensors
 
 open System
 open TorchSharp
+open Prompting
 
 /// A float32 array with a shape, held in managed memory: what the file readers produce before
 /// anything touches libtorch, so a bad file never leaves a half-built model behind.
@@ -12,6 +13,14 @@ type HostTensor =
 
 module HostTensor =
     let elementCount (shape: int64[]) = Array.fold (*) 1L shape
+
+    /// Element count of a shape read from a file: `name` is what the error message names
+    /// (file and tensor). Negative dimensions and counts that overflow are PromptingErrors.
+    let checkedElementCount (name: string) (shape: int64[]) =
+        if shape |> Array.exists (fun d -> d < 0L) then
+            Errors.fail "%s: invalid shape [%s] (negative dimension)" name (String.Join(", ", shape))
+        try Array.fold (fun acc d -> Checked.(*) acc d) 1L shape
+        with :? OverflowException -> Errors.fail "%s: invalid shape [%s] (too many elements)" name (String.Join(", ", shape))
 
     let create (shape: int64[]) (values: float32[]) =
         if elementCount shape <> int64 values.Length then

@@ -40,8 +40,13 @@ module Npy =
         let shapeText = field name header "shape" @"\(([^)]*)\)"
         let shape =
             shapeText.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
-            |> Array.map int64
-        let count = HostTensor.elementCount shape
+            |> Array.map (fun d ->
+                match Int64.TryParse(d, Globalization.NumberStyles.None, Globalization.CultureInfo.InvariantCulture) with
+                | true, v -> v
+                | _ -> Errors.fail "%s: .npy header has an invalid shape (%s)" name shapeText)
+        let count = HostTensor.checkedElementCount name shape
+        if count > int64 Array.MaxLength then
+            Errors.fail "%s: .npy array of shape %s is too large to load" name (HostTensor.shapeText shape)
         let itemSize, read =
             let at i = offset + i
             match descr with

@@ -31,6 +31,11 @@ module Safetensors =
         bytes.Length >= 9 && bytes[8] = byte '{'
 
     let private parseHeader (path: string) (fileLength: int64) (headerBytes: byte[]) =
+        // The header must be valid UTF-8 (System.Text.Json only notices bad bytes in a name when
+        // the name is read, and then throws InvalidOperationException).
+        let strictUtf8 = UTF8Encoding(false, true)
+        try strictUtf8.GetCharCount headerBytes |> ignore
+        with :? DecoderFallbackException -> Errors.fail "%s: corrupt safetensors header (not valid UTF-8)" path
         let doc =
             try JsonDocument.Parse(headerBytes)
             with :? JsonException as e -> Errors.fail "%s: corrupt safetensors header (invalid JSON: %s)" path e.Message
@@ -43,20 +48,36 @@ module Safetensors =
             | true, m when m.ValueKind = JsonValueKind.Object ->
                 [ for p in m.EnumerateObject() -> p.Name, p.Value.ToString() ] |> Map.ofList
             | _ -> Map.empty
+        /// Non-negative integers of a JSON array, or a PromptingError naming the tensor and field.
+        let integers (tensor: string) (field: string) (v: JsonElement) =
+            let bad () = Errors.fail "%s: tensor '%s' has an invalid '%s' in the header (expected an array of non-negative integers)" path tensor field
+            if v.ValueKind <> JsonValueKind.Array then bad ()
+            [| for d in v.EnumerateArray() ->
+                   match d.ValueKind, (if d.ValueKind = JsonValueKind.Number then d.TryGetInt64() else (false, 0L)) with
+                   | JsonValueKind.Number, (true, x) when x >= 0L -> x
+                   | _ -> bad () |]
         let entries =
             [ for p in doc.RootElement.EnumerateObject() do
                   if p.Name <> "__metadata__" then
                       let v = p.Value
+                      if v.ValueKind <> JsonValueKind.Object then
+                          Errors.fail "%s: tensor '%s' has an invalid header entry (expected an object)" path p.Name
                       let get (k: string) =
                           match v.TryGetProperty k with
                           | true, x -> x
                           | _ -> Errors.fail "%s: tensor '%s' has no '%s' in the header" path p.Name k
-                      let dtype = (get "dtype").GetString()
-                      let shape = [| for d in (get "shape").EnumerateArray() -> d.GetInt64() |]
-                      let offsets = [| for d in (get "data_offsets").EnumerateArray() -> d.GetInt64() |]
-                      if offsets.Length <> 2 || offsets[0] < 0L || offsets[1] < offsets[0] then
+                      let dtype =
+                          match get "dtype" with
+                          | d when d.ValueKind = JsonValueKind.String -> d.GetString()
+                          | d -> Errors.fail "%s: tensor '%s' has a dtype that is not a string (JSON %A)" path p.Name d.ValueKind
+                      let shape = integers p.Name "shape" (get "shape")
+                      let offsets = integers p.Name "data_offsets" (get "data_offsets")
+                      if offsets.Length <> 2 || offsets[1] < offsets[0] then
                           Errors.fail "%s: tensor '%s' has invalid data_offsets" path p.Name
-                      let size = int64 (itemSize path p.Name dtype) * HostTensor.elementCount shape
+                      let count = HostTensor.checkedElementCount (sprintf "%s: tensor '%s'" path p.Name) shape
+                      let size =
+                          try Checked.(*) (int64 (itemSize path p.Name dtype)) count
+                          with :? OverflowException -> Errors.fail "%s: tensor '%s' of shape %s is too large" path p.Name (HostTensor.shapeText shape)
                       if offsets[1] - offsets[0] <> size then
                           Errors.fail "%s: tensor '%s' of shape %s and dtype %s needs %d bytes but its offsets span %d" path p.Name (HostTensor.shapeText shape) dtype size (offsets[1] - offsets[0])
                       if offsets[1] > dataLength then
