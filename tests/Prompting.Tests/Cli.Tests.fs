@@ -107,6 +107,22 @@ let tests =
               Expect.isLessThan (relativeError (Npy.read features).Values (Npy.read viaArray).Values) 1e-6 "same features"
           }
 
+          test "scripts load the natives and run predict through dotnet fsi" {
+              let out = Path.Combine(tempDir (), "script.npy")
+              let script = Path.Combine(root, "scripts", "predict.fsx")
+              let psi =
+                  ProcessStartInfo("dotnet", [ "fsi"; script; "--"; "--checkpoint"; fixture "vit_micro.safetensors"; "--heads"; "3"
+                                               "--input"; fixture "input_32.npy"; "--output"; out ],
+                                   RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+              use p = Process.Start psi
+              let err = p.StandardError.ReadToEndAsync()
+              p.StandardOutput.ReadToEnd() |> ignore
+              p.WaitForExit()
+              Expect.equal p.ExitCode 0 err.Result
+              let expected = Npy.read (fixture "expected_logits_32.npy")
+              Expect.isLessThan (relativeError (Npy.read out).Values expected.Values) 1e-4 "logits"
+          }
+
           test "bad input: one clear line, non-zero exit, earlier results kept" {
               let dir = tempDir ()
               let out = Path.Combine(dir, "keep.npy")
