@@ -152,6 +152,9 @@ type VisionTransformer(config: VitConfig) as this =
     member _.Config = c
     member _.Blocks = blocks
     member _.Head = head
+    // Fetched by registered name: moving the module to another device replaces Parameter objects.
+    member this.ClassToken = this.get_parameter "cls_token"
+    member this.PositionEmbedding = this.get_parameter "pos_embed"
 
     /// Checks an image batch against the configured input before libtorch sees it.
     member _.CheckImages(images: torch.Tensor) =
@@ -163,9 +166,9 @@ type VisionTransformer(config: VitConfig) as this =
     member this.Embed(images: torch.Tensor) =
         this.CheckImages images
         use patches = patchEmbed.forward images
-        use cls = clsToken.expand (images.shape[0], -1L, -1L)
+        use cls = this.ClassToken.expand (images.shape[0], -1L, -1L)
         use tokens = torch.cat ([| cls; patches |], 1L)
-        tokens + posEmbed
+        tokens + this.PositionEmbedding
 
     /// Runs the blocks (consulting the hook before each) and the final norm: (B, N', D).
     member _.ForwardTokens(tokens: torch.Tensor, hook: BlockHook option) =

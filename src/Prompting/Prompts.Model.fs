@@ -1,0 +1,194 @@
+namespace Prompting.Prompts
+
+open TorchSharp
+open Prompting
+open Prompting.Vit
+
+/// The classes of each task, contiguous in task order: task t owns [offset t, offset t + count t).
+type TaskLayout =
+    { ClassesPerTask: int list }
+
+module TaskLayout =
+    /// `tasks` tasks sharing `classes` classes as evenly as possible (earlier tasks get the rest).
+    let uniform tasks classes =
+        if tasks <= 0 || classes < tasks then Errors.fail "cannot split %d classes into %d tasks" classes tasks
+        { ClassesPerTask = [ for t in 0 .. tasks - 1 -> classes / tasks + (if t < classes % tasks then 1 else 0) ] }
+    let tasks (l: TaskLayout) = l.ClassesPerTask.Length
+    let total (l: TaskLayout) = List.sum l.ClassesPerTask
+    let offset (l: TaskLayout) t = l.ClassesPerTask |> List.take t |> List.sum
+    let count (l: TaskLayout) t = l.ClassesPerTask[t]
+    /// Classes seen once task t has been learned.
+    let seen (l: TaskLayout) t = offset l (t + 1)
+
+/// One forward pass of a prompted model.
+[<NoEquality; NoComparison>]
+type PromptedOutput =
+    { /// (B, classes) over every class of the layout.
+      Logits: torch.Tensor
+      /// What the head read (B, D): the pre-logits.
+      Features: torch.Tensor
+      /// Sum of the weighted auxiliary losses (a zero scalar when there are none).
+      AuxLoss: torch.Tensor
+      /// Pool entries chosen by the first selecting group (B, k), when there is one.
+      Chosen: torch.Tensor option }
+
+/// Holds the sources of a method's groups under their group names.
+type PromptGroups(sources: (PromptGroup * PromptSourceModule) list) as this =
+    inherit torch.nn.Module("PromptGroups")
+    do for g, s in sources do this.register_module (g.Name, s)
+    member _.Sources = sources
+
+/// A backbone plus a method's prompts, head and trainable parts. Submodule names give the
+/// trainable-state keys: prompts.<group>.layer<N>.{prompt,keys,attention}, prompts.<group>.keys,
+/// head.fc.{weight,bias}, head.hidden<i>.*, head.prototypes, adapters.*, backbone.<timm key>.
+type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayout) as this =
+    inherit torch.nn.Module<torch.Tensor, torch.Tensor>("PromptedModel")
+    let c = backbone.Config
+    let layersOf (g: PromptGroup) =
+        match g.Layers with
+        | AllLayers -> [ 0 .. c.Depth - 1 ]
+        | Only ls -> ls
+    let shapeOf (g: PromptGroup) =
+        let stored =
+            match g.Insertion with
+            | PrefixTokens SeparateKeyValue -> 2 * g.Length
+            | _ -> g.Length
+        { Group = g; Layers = layersOf g; Width = c.Width; PatchSize = c.PatchSize; StoredLength = stored; Tasks = TaskLayout.tasks layout }
+    let validate () =
+        let names = method.Groups |> List.map (fun g -> g.Name)
+        if names.Length <> (List.distinct names).Length then Errors.fail "method %s: group names must be distinct" method.Name
+        for g in method.Groups do
+            let ls = layersOf g
+            if ls.IsEmpty then Errors.fail "method %s: group %s has no layers" method.Name g.Name
+            for l in ls do
+                if l < 0 || l >= c.Depth then
+                    Errors.fail "method %s: group %s uses layer %d but the backbone has %d blocks" method.Name g.Name l c.Depth
+            if g.Length <= 0 then Errors.fail "method %s: group %s needs a positive length" method.Name g.Name
+            match g.Insertion with
+            | PrefixTokens SplitHalves when g.Length % 2 <> 0 ->
+                Errors.fail "method %s: group %s splits its prompt into key and value halves, so its length %d must be even" method.Name g.Name g.Length
+            | _ -> ()
+        let tokenGroups = method.Groups |> List.filter (fun g -> match g.Insertion with PromptTokens _ -> true | _ -> false)
+        if tokenGroups.Length > 1 then Errors.fail "method %s: at most one group may insert prompt tokens" method.Name
+        if method.HeadInput = PromptMean && tokenGroups.IsEmpty then
+            Errors.fail "method %s: a prompt-mean head needs a group that inserts prompt tokens" method.Name
+    do validate ()
+    let makeSource (g: PromptGroup) : PromptSourceModule =
+        match g.Source with
+        | Static
+        | Keyed _ -> new PoolSource(shapeOf g)
+        | Components _ -> new ComponentSource(shapeOf g)
+        | Quantised _ -> new QuantisedSource(shapeOf g)
+    let groups = new PromptGroups([ for g in method.Groups -> g, makeSource g ])
+    let head = new ClassifierHead(method.Head, c.Width, TaskLayout.total layout, method.VptHeadInit)
+    let adapters = method.AdapterReduction |> Option.map (fun r -> new Adapters(c.Width, c.Depth, r))
+    let needsQuery = groups.Sources |> List.exists (fun (_, s) -> s.NeedsQuery)
+    let mutable task = 0
+    do
+        this.register_module ("backbone", backbone)
+        this.register_module ("prompts", groups)
+        this.register_module ("head", head)
+        adapters |> Option.iter (fun a -> this.register_module ("adapters", a))
+        // Freeze what the method does not train; the backbone's own head is never used.
+        for struct (name, p) in backbone.named_parameters () do
+            let trainable =
+                not (name.StartsWith "head.")
+                && match method.Backbone with
+                   | Frozen -> false
+                   | FullBackbone -> true
+                   | BiasTerms -> name.EndsWith ".bias"
+                   | LastBlocks k ->
+                       name.StartsWith "norm."
+                       || (name.StartsWith "blocks." && int (name.Split('.')[1]) >= c.Depth - k)
+            p.requires_grad <- trainable
+        if method.Head = PrototypeHead then
+            for p in head.parameters () do p.requires_grad <- false
+        for _, s in groups.Sources do s.BeginTask 0
+
+    member _.Method = method
+    member _.Backbone = backbone
+    member _.Layout = layout
+    member _.Head = head
+    member _.Groups = groups.Sources
+    /// The task being learned (or last learned).
+    member _.Task = task
+
+    /// Lifecycle: task `t` begins (prompt copying, Gram–Schmidt initialisation of new components).
+    member _.BeginTask(t: int) =
+        if t < 0 || t >= TaskLayout.tasks layout then Errors.fail "task %d is outside 0..%d" t (TaskLayout.tasks layout - 1)
+        task <- t
+        for _, s in groups.Sources do s.BeginTask t
+
+    /// Sets the task without lifecycle effects (used when restoring saved state).
+    member _.RestoreTask(t: int) = task <- t
+
+    /// Parameters that receive gradients, with their state names.
+    member this.TrainableParameters() =
+        [ for struct (name, p) in this.named_parameters () do if p.requires_grad then yield name, p ]
+
+    member this.Forward(images: torch.Tensor, training: bool) : PromptedOutput =
+        let b = images.shape[0]
+        let d = int64 c.Width
+        let query = if needsQuery then Some(backbone.Query images) else None
+        let context = { Query = query; Training = training; Task = task; Batch = b }
+        let prepared = [ for g, s in groups.Sources -> g, s.Prepare context ]
+        let mutable span: (int64 * int64) option = None
+        let mutable placement = AfterClassToken
+        let hook (layer: int) (x: torch.Tensor) : BlockInput =
+            let mutable tokens = x
+            let keys = ResizeArray<torch.Tensor>()
+            let values = ResizeArray<torch.Tensor>()
+            for g, out in prepared do
+                match out.At layer with
+                | None -> ()
+                | Some chosen ->
+                    match g.Insertion with
+                    | PromptTokens(where, withClassPosition) ->
+                        let flat = chosen.reshape (b, -1L, d)
+                        let positioned =
+                            if withClassPosition then flat + backbone.PositionEmbedding.narrow (1, 0L, 1L) else flat
+                        let prompt =
+                            if training && g.Dropout > 0.0 then torch.nn.functional.dropout (positioned, g.Dropout, true)
+                            else positioned
+                        let n = prompt.shape[1]
+                        let start, removed =
+                            match span with
+                            | None -> (match where with AfterClassToken -> 1L | BeforeClassToken -> 0L), 0L
+                            | Some(start, len) -> start, len
+                        let before = tokens.narrow (1, 0L, start)
+                        let after = tokens.narrow (1, start + removed, tokens.shape[1] - start - removed)
+                        tokens <- torch.cat ([| before; prompt; after |], 1L)
+                        span <- Some(start, n)
+                        placement <- where
+                    | PrefixTokens _ ->
+                        let half = chosen.shape[2] / 2L
+                        keys.Add((chosen.narrow (2, 0L, half)).reshape (b, -1L, d))
+                        values.Add((chosen.narrow (2, half, half)).reshape (b, -1L, d))
+            let prefix =
+                match keys.Count with
+                | 0 -> None
+                | 1 -> Some { Key = keys[0]; Value = values[0] }
+                | _ -> Some { Key = torch.cat (keys.ToArray(), 1L); Value = torch.cat (values.ToArray(), 1L) }
+            { Tokens = tokens; Prefix = prefix; MlpAdapter = adapters |> Option.map (fun a -> a.At layer) }
+        let features = backbone.ForwardFeatures(images, hook)
+        let preLogits =
+            match method.HeadInput, span with
+            | PromptMean, Some(start, len) -> (features.narrow (1, start, len)).mean ([| 1L |])
+            | _, Some(_, len) when placement = BeforeClassToken -> features.select (1, len)
+            | _ -> features.select (1, 0L)
+        let logits = head.forward preLogits
+        let aux =
+            match Sources.sumLosses (prepared |> List.choose (fun (_, o) -> o.AuxLoss)) with
+            | Some l -> l
+            | None -> torch.zeros ([||], device = images.device)
+        { Logits = logits
+          Features = preLogits
+          AuxLoss = aux
+          Chosen = prepared |> List.tryPick (fun (_, o) -> o.Chosen) }
+
+    override this.forward(images) = this.Forward(images, this.training).Logits
+
+module PromptedModel =
+    /// Builds a trainable model of `method` over `backbone` for a task layout.
+    let build (method: Method) (layout: TaskLayout) (backbone: VisionTransformer) =
+        new PromptedModel(method, backbone, layout)

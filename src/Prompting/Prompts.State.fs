@@ -1,0 +1,48 @@
+namespace Prompting.Prompts
+
+open System
+open TorchSharp
+open Prompting
+open Prompting.Tensors
+
+/// Saving and loading a prompted model's trainable state (prompts, keys, head, adapters and any
+/// trained backbone part) as safetensors under the model's stable submodule names.
+module TrainableState =
+    /// Every tensor that a method changes: all parameters outside the backbone, the head's
+    /// buffers, and the backbone parameters the method trains.
+    let tensors (model: PromptedModel) =
+        [ for struct (name, p) in model.named_parameters () do
+              if not (name.StartsWith "backbone.") || p.requires_grad then yield name, (p :> torch.Tensor)
+          for struct (name, b) in model.named_buffers () do
+              if not (name.StartsWith "backbone.") then yield name, b ]
+
+    let save (path: string) (model: PromptedModel) =
+        let metadata =
+            Map.ofList
+                [ "format", "pt"
+                  "producer", "Prompting"
+                  "method", model.Method.Name
+                  "task", string model.Task ]
+        Safetensors.writeWithMetadata path metadata [ for name, t in tensors model -> name, HostTensor.ofTensor t ]
+
+    /// Loads a file written by `save` (or by hand with the same names); every name and shape must
+    /// match, and nothing is changed unless all of them do.
+    let load (path: string) (model: PromptedModel) =
+        let loaded, metadata = Safetensors.readWithMetadata path
+        let expected = tensors model
+        let expectedNames = expected |> List.map fst |> Set.ofList
+        let table = Map.ofList loaded
+        let missing = expected |> List.map fst |> List.filter (table.ContainsKey >> not)
+        let unexpected = loaded |> List.map fst |> List.filter (expectedNames.Contains >> not)
+        if not missing.IsEmpty then Errors.fail "%s: missing trainable tensors: %s" path (String.Join(", ", missing))
+        if not unexpected.IsEmpty then Errors.fail "%s: unexpected tensors for method %s: %s" path model.Method.Name (String.Join(", ", unexpected))
+        for name, t in expected do
+            if table[name].Shape <> t.shape then
+                Errors.fail "%s: shape mismatch for %s: expected %s, found %s" path name (HostTensor.shapeText t.shape) (HostTensor.shapeText table[name].Shape)
+        use _ = torch.no_grad ()
+        for name, t in expected do
+            use source = HostTensor.toTensor table[name]
+            t.copy_ source |> ignore
+        match metadata.TryFind "task" |> Option.map Int32.TryParse with
+        | Some(true, task) -> model.RestoreTask task
+        | _ -> ()
