@@ -29,11 +29,16 @@ type ComponentSource(shape: SourceShape) as this =
     static member GramSchmidt(rows: torch.Tensor, first: int, last: int) =
         use _ = torch.no_grad ()
         use flat = rows.reshape(rows.shape[0], -1L).clone ()
+        if int64 last > flat.shape[1] then
+            Errors.fail "Gram-Schmidt: %d rows cannot be orthogonal in %d dimensions (use fewer components or a wider model)" last flat.shape[1]
         let basis = torch.zeros_like flat
         if first > 0 then basis.narrow(0, 0L, int64 first).copy_ (flat.narrow (0, 0L, int64 first)) |> ignore
         for k in first .. last - 1 do
             let mutable finished = false
+            let mutable attempts = 0
             while not finished do
+                attempts <- attempts + 1
+                if attempts > 100 then Errors.fail "Gram-Schmidt: row %d stays degenerate after 100 draws" k
                 use v = torch.randn_like (flat.select (0, int64 k))
                 let mutable projection = torch.zeros_like v
                 let mutable degenerate = false

@@ -25,6 +25,20 @@ module BlockInput =
 /// returns a Prefix. One hook serves every method, so no method forks the backbone.
 type BlockHook = int -> torch.Tensor -> BlockInput
 
+module Init =
+    /// PyTorch's trunc_normal_ (inverse-CDF sampling, bounds a = -2, b = 2 absolute) including its
+    /// final clamp, which TorchSharp's version lacks: without it a uniform draw of exactly -1
+    /// becomes -inf and poisons the model.
+    let truncatedNormal (t: torch.Tensor) (std: float) =
+        use _ = torch.no_grad ()
+        let cdf (x: float) =
+            use v = torch.tensor (x / sqrt 2.0, dtype = torch.float64)
+            use e = v.erf ()
+            (1.0 + e.item<double> ()) / 2.0
+        let lower, upper = cdf (-2.0 / std), cdf (2.0 / std)
+        t.uniform_(2.0 * lower - 1.0, 2.0 * upper - 1.0).erfinv_().mul_((std * sqrt 2.0).ToScalar()).clamp_((-2.0).ToScalar(), (2.0).ToScalar())
+        |> ignore
+
 /// Conv patch embedding: (B, C, H, W) → (B, G², D). Submodule names follow timm's keys.
 type PatchEmbed(inChannels: int, width: int, patch: int) as this =
     inherit torch.nn.Module<torch.Tensor, torch.Tensor>("PatchEmbed")
@@ -144,8 +158,8 @@ type VisionTransformer(config: VitConfig) as this =
         // timm-like initialisation for models trained from scratch; checkpoints overwrite it.
         use _ = torch.no_grad ()
         for struct (name, p) in this.named_parameters () do
-            if name.EndsWith ".weight" && p.dim () >= 2L then torch.nn.init.trunc_normal_ (p, std = 0.02) |> ignore
-            elif name = "pos_embed" then torch.nn.init.trunc_normal_ (p, std = 0.02) |> ignore
+            if name.EndsWith ".weight" && p.dim () >= 2L then Init.truncatedNormal p 0.02
+            elif name = "pos_embed" then Init.truncatedNormal p 0.02
             elif name = "cls_token" then torch.nn.init.normal_ (p, std = 1e-6) |> ignore
             elif name.StartsWith "head." then torch.nn.init.zeros_ p |> ignore
 
