@@ -82,12 +82,62 @@ type CreateArgs =
             | Seed _ -> "random seed (default 0)."
             | Output _ -> "destination safetensors file."
 
+type MethodsArgs =
+    | Checkpoint of path: string
+    | Arch of name: string
+    | Tasks of count: int
+    | Classes of count: int
+    | Heads of count: int
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Checkpoint _ -> "count for the architecture of this checkpoint."
+            | Arch _ -> "count for a preset architecture (default vit-base-patch16-224)."
+            | Tasks _ -> "number of tasks (default 10); sets pool sizes that equal it."
+            | Classes _ -> "number of classes (default 100)."
+            | Heads _ -> "attention heads when reading a checkpoint."
+
+type ForwardArgs =
+    | [<Mandatory; AltCommandLine("-m")>] Method of name: string
+    | [<Mandatory; AltCommandLine("-c")>] Checkpoint of path: string
+    | State of path: string
+    | [<Mandatory; AltCommandLine("-i")>] Input of npy: string
+    | Labels of npy: string
+    | Task of index: int
+    | Tasks of count: int
+    | Classes of count: int
+    | Train
+    | Heads of count: int
+    | Seed of seed: int
+    | Device of name: string
+    | [<Mandatory; AltCommandLine("-o")>] Output of path: string
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Method _ -> "method name (see `prompting methods`)."
+            | Checkpoint _ -> "backbone checkpoint."
+            | State _ -> "trainable state (safetensors with the documented names); random init otherwise."
+            | Input _ -> "float32 .npy [N,3,S,S], already normalised."
+            | Labels _ -> ".npy of N integer labels: the output then holds the training loss."
+            | Task _ -> "current task index (default: the state's, else 0)."
+            | Tasks _ -> "number of tasks (default 10)."
+            | Classes _ -> "number of classes (default: the state's head, else 100)."
+            | Train -> "training-mode forward (task-id conditioning, auxiliary losses)."
+            | Heads _ -> "attention heads (default width / 64)."
+            | Seed _ -> "seed for parameters the state does not provide (default 0)."
+            | Device _ -> "cpu or cuda[:N] (default: cuda when available)."
+            | Output _ -> ".npz with features, logits, aux_loss, loss (with --labels) and chosen."
+
 [<RequireSubcommand>]
 type CliArgs =
     | [<CliPrefix(CliPrefix.None)>] Predict of ParseResults<PredictArgs>
     | [<CliPrefix(CliPrefix.None)>] Info of ParseResults<InfoArgs>
     | [<CliPrefix(CliPrefix.None)>] Convert of ParseResults<ConvertArgs>
     | [<CliPrefix(CliPrefix.None)>] Create of ParseResults<CreateArgs>
+    | [<CliPrefix(CliPrefix.None)>] Methods of ParseResults<MethodsArgs>
+    | [<CliPrefix(CliPrefix.None)>] Forward of ParseResults<ForwardArgs>
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -96,3 +146,5 @@ type CliArgs =
             | Info _ -> "print the architecture a checkpoint describes."
             | Convert _ -> "import a checkpoint (npz or safetensors) and export it as timm-named safetensors."
             | Create _ -> "write a randomly initialised ViT checkpoint (a preset or a custom size)."
+            | Methods _ -> "list the prompt methods with their trainable parameter counts."
+            | Forward _ -> "run a prompted model on an array: features, logits and losses (for side-by-side checks)."

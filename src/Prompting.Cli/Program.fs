@@ -13,6 +13,8 @@ let run (argv: string[]) =
         | Info args -> Commands.Info.run args
         | Convert args -> Commands.Info.convert args
         | Create args -> Commands.Create.run args
+        | Methods args -> Commands.Methods.list args
+        | Forward args -> Commands.Methods.forward args
     with
     | :? ArguParseException as e when e.ErrorCode = ErrorCode.HelpText ->
         printfn "%s" e.Message
