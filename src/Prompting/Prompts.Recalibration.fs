@@ -89,3 +89,13 @@ module Recalibration =
             means.Dispose()
             stds.Dispose()
             labelsOfClass.Dispose()
+
+/// The end-of-task hook every method shares: SimpleCIL's prototypes, VQ-Prompt's recalibration.
+module Lifecycle =
+    /// Call after training task `model.Task` with the statistics of every class seen so far
+    /// (features as the model's pre-logits of the training data).
+    let endTask (model: PromptedModel) (stats: ClassStatistics) (batchSize: int) =
+        if model.Method.Head = PrototypeHead then Recalibration.setPrototypes model stats
+        match model.Method.Recalibration with
+        | Some config when model.Task >= 1 -> Recalibration.retrainHead config batchSize model stats
+        | _ -> ()

@@ -123,6 +123,23 @@ let tests =
               Expect.isLessThan (relativeError (Npy.read out).Values expected.Values) 1e-4 "logits"
           }
 
+          test "methods: published prompt parameter counts for ViT-B/16 and 10 tasks" {
+              let code, out, err = runCli [ "methods"; "--arch"; "vit-base-patch16-224"; "--tasks"; "10"; "--classes"; "100" ]
+              Expect.equal code 0 err
+              let rows =
+                  out.Split('\n', StringSplitOptions.RemoveEmptyEntries)
+                  |> Array.map (fun l -> l.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+                  |> Array.map (fun cols -> cols[0], cols[1..] |> Array.map int64)
+                  |> Map.ofArray
+              // L2P: 10 x 5 x 768 prompts + 10 x 768 keys; VQ: 5 x (10 x 8 x 768 + 10 x 768);
+              // CODA: 5 x (100 x 8 x 768 + 2 x 100 x 768). Head: 768 x 100 + 100.
+              Expect.equal rows["l2p"] [| 46_080L; 0L; 76_900L; 122_980L |] "l2p"
+              Expect.equal rows["vq-prompt"].[0] 345_600L "vq-prompt"
+              Expect.equal rows["coda-prompt"].[0] 3_840_000L "coda-prompt"
+              Expect.equal rows["full"].[1] 85_798_656L "full fine-tuning trains the whole backbone"
+              Expect.equal rows["simplecil"] [| 0L; 0L; 0L; 0L |] "SimpleCIL trains nothing"
+          }
+
           test "bad input: one clear line, non-zero exit, earlier results kept" {
               let dir = tempDir ()
               let out = Path.Combine(dir, "keep.npy")

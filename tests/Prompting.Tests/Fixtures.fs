@@ -39,3 +39,10 @@ let relativeError (actual: float32[]) (expected: float32[]) =
 let host (t: torch.Tensor) = HostTensor.ofTensor t
 
 let tensorOf (path: string) = HostTensor.toTensor (Npy.read path)
+
+/// A CPU float32 tensor from values and a shape.
+let tensorOf2 (values: float32[]) (shape: int64[]) = torch.tensor (values, System.ReadOnlySpan<int64> shape)
+
+/// Same shape and identical values.
+let sameValues (a: torch.Tensor) (b: torch.Tensor) =
+    a.shape = b.shape && (a.eq b).all().item<bool> ()

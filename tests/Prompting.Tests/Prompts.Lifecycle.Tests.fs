@@ -1,0 +1,76 @@
+module Prompting.Tests.PromptsLifecycle
+
+open Expecto
+open TorchSharp
+open Prompting.Vit
+open Prompting.Prompts
+open Prompting.Tests.Fixtures
+
+let private backbone () = new VisionTransformer(VitConfig.custom 32 8 5 128 2 10)
+
+[<Tests>]
+let tests =
+    testSequenced
+    <| testList
+        "prompts/lifecycle"
+        [ test "class statistics: per-class mean and population variance" {
+              let stats = ClassStatistics()
+              use f = tensorOf2 [| 1.0f; 2.0f; 3.0f; 6.0f; 10.0f; 0.0f |] [| 3L; 2L |]
+              use y = torch.tensor ([| 4L; 4L; 7L |])
+              stats.Add(f, y)
+              Expect.equal stats.Classes [ 4; 7 ] "classes"
+              Expect.equal (stats.Mean 4) [| 2.0; 4.0 |] "mean of (1,2) and (3,6)"
+              Expect.equal (stats.Variance 4) [| 1.0; 4.0 |] "variance"
+              Expect.equal (stats.Mean 7) [| 10.0; 0.0 |] "single sample"
+              Expect.equal (stats.Variance 7) [| 0.0; 0.0 |] "zero variance"
+          }
+
+          test "SimpleCIL: prototypes are the unit class means and logits their cosines" {
+              torch.manual_seed 1L |> ignore
+              use model = PromptedModel.build Methods.simpleCil (TaskLayout.uniform 2 10) (backbone ())
+              let stats = ClassStatistics()
+              use features = torch.randn (20L, 128L)
+              use labels = torch.arange(10L).repeat (2L)
+              stats.Add(features, labels)
+              Lifecycle.endTask model stats 8
+              let protos = model.Head.get_buffer "prototypes"
+              for c in 0 .. 9 do
+                  let mean = stats.Mean c |> Array.map float32
+                  let norm = mean |> Array.sumBy (fun v -> v * v) |> sqrt
+                  let expected = mean |> Array.map (fun v -> v / norm)
+                  Expect.isLessThan (relativeError (host (protos.select (0, int64 c))).Values expected) 1e-6 (sprintf "prototype %d" c)
+              use probe = tensorOf2 (stats.Mean 3 |> Array.map float32) [| 1L; 128L |] * 5.0f
+              use logits = model.Head.forward probe
+              Expect.equal (logits.argmax(1L).item<int64> ()) 3L "a class mean is closest to its own prototype"
+              Expect.isLessThan (abs (logits[0L, 3L].item<float32> () - 1.0f)) 1e-5f "cosine 1"
+          }
+
+          test "VQ-Prompt recalibration retrains only the head, from the second task on" {
+              torch.manual_seed 2L |> ignore
+              let fast =
+                  { Methods.vqPrompt with
+                      Recalibration =
+                          Some { Methods.vqPrompt.Recalibration.Value with LearningRate = 0.05; FinalLearningRate = 0.001; Epochs = 5; SamplesPerClass = 64 } }
+              use model = PromptedModel.build fast (TaskLayout.uniform 2 10) (backbone ())
+              // Well separated class means: the head must learn to tell them apart.
+              let stats = ClassStatistics()
+              use means = torch.randn (10L, 128L) * 3.0f
+              use noise = torch.randn (100L, 128L) * 0.1f
+              use labels = torch.arange(10L).repeat (10L)
+              stats.Add(means.index_select (0L, labels) + noise, labels)
+              let snapshot () = [ for struct (n, p) in model.named_parameters () -> n, p.detach().clone () ]
+              let before = snapshot ()
+              Lifecycle.endTask model stats 32
+              let after = snapshot ()
+              for (n, a), (_, b) in List.zip before after do
+                  if not (n.StartsWith "head.") then Expect.isTrue (sameValues a b) (sprintf "%s untouched" n)
+              Expect.isTrue (before |> List.exists (fun (n, _) -> n = "head.fc.weight")) "has a head"
+              model.BeginTask 1
+              let before1 = snapshot ()
+              Lifecycle.endTask model stats 32
+              let after1 = snapshot ()
+              let changed = List.zip before1 after1 |> List.filter (fun ((_, a), (_, b)) -> not (sameValues a b)) |> List.map (fst >> fst)
+              Expect.equal (List.sort changed) [ "head.fc.bias"; "head.fc.weight" ] "only the head changes"
+              use logits = model.Head.forward means
+              Expect.equal (logits.argmax(1L).data<int64>().ToArray()) [| 0L .. 9L |] "class means classified correctly"
+          } ]
