@@ -1,0 +1,90 @@
+namespace Prompting.Engine
+
+open Prompting
+open Prompting.Data
+open Prompting.Prompts
+
+/// One task of a scenario: its classes (as remapped labels) and its samples, relabelled.
+[<NoEquality; NoComparison>]
+type TaskData =
+    { Index: int
+      /// Remapped labels of this task's classes.
+      Classes: int[]
+      Train: Sample[]
+      Test: Sample[] }
+
+/// A sequence of tasks with labels remapped so that task t owns a contiguous block of classes.
+[<NoEquality; NoComparison>]
+type Scenario =
+    { Kind: ScenarioKind
+      /// Class names in remapped order.
+      ClassNames: string[]
+      Layout: TaskLayout
+      Tasks: TaskData[] }
+
+module Scenario =
+    /// The order in which classes are assigned to tasks.
+    let classOrder (order: ClassOrder) (classes: int) =
+        match order with
+        | Natural -> [| 0 .. classes - 1 |]
+        | Shuffled seed ->
+            let rng = System.Random seed
+            let a = [| 0 .. classes - 1 |]
+            // Fisher–Yates with an explicit generator, so the order is a pure function of the seed.
+            for i in classes - 1 .. -1 .. 1 do
+                let j = rng.Next(i + 1)
+                let t = a[i]
+                a[i] <- a[j]
+                a[j] <- t
+            a
+        | Given order ->
+            let a = Array.ofList order
+            if Array.sort a <> [| 0 .. classes - 1 |] then
+                Errors.fail "class order: expected a permutation of 0..%d, got %d entries" (classes - 1) a.Length
+            a
+
+    /// Splits a dataset into tasks over disjoint classes (class- or task-incremental, or joint).
+    let build (kind: ScenarioKind) (tasks: int) (order: ClassOrder) (dataset: Dataset) =
+        let classes = dataset.ClassNames.Length
+        let tasks = if kind = Joint then 1 else tasks
+        if tasks < 1 || tasks > classes then
+            Errors.fail "%s: cannot split %d classes into %d tasks" dataset.Name classes tasks
+        if kind = DomainIncremental then
+            Errors.fail "%s: domain-incremental scenarios are built from domains, not from one dataset's classes" dataset.Name
+        let perm = classOrder order classes
+        // newLabel[original] = position of the class in the order
+        let newLabel = Array.zeroCreate classes
+        perm |> Array.iteri (fun position original -> newLabel[original] <- position)
+        let layout = TaskLayout.uniform tasks classes
+        let relabel (samples: Sample[]) = samples |> Array.map (fun s -> { s with Label = newLabel[s.Label] })
+        let train, test = relabel dataset.Train, relabel dataset.Test
+        let taskData t =
+            let first = TaskLayout.offset layout t
+            let count = TaskLayout.count layout t
+            let inTask (s: Sample) = s.Label >= first && s.Label < first + count
+            { Index = t
+              Classes = [| first .. first + count - 1 |]
+              Train = train |> Array.filter inTask
+              Test = test |> Array.filter inTask }
+        { Kind = kind
+          ClassNames = perm |> Array.map (fun original -> dataset.ClassNames[original])
+          Layout = layout
+          Tasks = Array.init tasks taskData }
+
+    /// 5-datasets style: each dataset is one task; labels are offset so classes stay disjoint.
+    let ofDatasets (datasets: Dataset list) =
+        if datasets.IsEmpty then Errors.fail "a dataset sequence needs at least one dataset"
+        let offsets = datasets |> List.scan (fun acc d -> acc + d.ClassNames.Length) 0
+        let shift offset (samples: Sample[]) = samples |> Array.map (fun s -> { s with Label = s.Label + offset })
+        { Kind = ClassIncremental
+          ClassNames = datasets |> List.collect (fun d -> d.ClassNames |> Array.map (fun n -> d.Name + "/" + n) |> List.ofArray) |> Array.ofList
+          Layout = { ClassesPerTask = datasets |> List.map (fun d -> d.ClassNames.Length) }
+          Tasks =
+            datasets
+            |> List.mapi (fun t d ->
+                let offset = offsets[t]
+                { Index = t
+                  Classes = [| offset .. offset + d.ClassNames.Length - 1 |]
+                  Train = shift offset d.Train
+                  Test = shift offset d.Test })
+            |> Array.ofList }

@@ -1,0 +1,131 @@
+namespace Prompting.Engine
+
+open System
+open TorchSharp
+open Prompting
+open Prompting.Prompts
+
+/// A batch: CHW-stacked float32 pixels and integer labels.
+type Batch = float32[] * int64[]
+
+/// Learning-rate schedules and optimisers from the pure Training record.
+module Schedules =
+    /// The base rate, scaled by batch / 256 when the recipe says so.
+    let baseRate (t: Training) =
+        if t.ScaleByBatch then t.LearningRate * float t.BatchSize / 256.0 else t.LearningRate
+
+    /// The rate at (epoch, iteration within it) for a task of `perEpoch` iterations.
+    let rateAt (t: Training) (rate: float) (epoch: int) (iteration: int) (perEpoch: int) =
+        let perEpoch = max 1 perEpoch
+        let position =
+            match t.ScheduleUnit with
+            | PerEpoch -> float epoch
+            | PerIteration -> float epoch + float iteration / float perEpoch
+        let cosine final start =
+            let span = float t.Epochs - start
+            let progress = if span <= 0.0 then 1.0 else min 1.0 ((position - start) / span)
+            final * rate + (rate - final * rate) * 0.5 * (1.0 + cos (Math.PI * progress))
+        match t.Schedule with
+        | Constant -> rate
+        | Cosine final -> cosine final 0.0
+        | WarmupCosine(warmup, final) ->
+            if float epoch < float warmup then
+                rate * (float (epoch * perEpoch + iteration + 1) / float (warmup * perEpoch))
+            else cosine final (float warmup)
+
+    let optimizer (t: Training) (parameters: Modules.Parameter seq) (rate: float) : torch.optim.Optimizer =
+        let ps = Array.ofSeq parameters
+        match t.Optimizer with
+        | Adam -> torch.optim.Adam(ps, lr = rate, weight_decay = t.WeightDecay)
+        | AdamW -> torch.optim.AdamW(ps, lr = rate, weight_decay = t.WeightDecay)
+        | Sgd momentum -> torch.optim.SGD(ps, rate, momentum = momentum, weight_decay = t.WeightDecay)
+
+/// One task's training: an optimiser per learning-rate group, one dispose scope per step, the
+/// loss read back once per epoch (one host synchronisation per logging interval).
+module Training =
+    /// Trains `model` (already at its task) for epochs [firstEpoch, Epochs); calls `epochDone`
+    /// with the epoch and its mean loss after each one (the caller checkpoints there).
+    let trainTask (model: PromptedModel) (t: Training) (device: torch.Device) (perEpoch: int)
+                  (batches: int -> Batch seq) (firstEpoch: int) (epochDone: int -> float -> unit) =
+        let trainable = model.TrainableParameters()
+        if trainable.IsEmpty then
+            for epoch in firstEpoch .. t.Epochs - 1 do epochDone epoch nan
+        else
+            let rate = Schedules.baseRate t
+            let groups =
+                match t.HeadLearningRate with
+                | Some headRate ->
+                    let head, rest = trainable |> List.partition (fun (n, _) -> n.StartsWith "head.")
+                    [ rest, rate; head, (if t.ScaleByBatch then headRate * float t.BatchSize / 256.0 else headRate) ]
+                    |> List.filter (fun (ps, _) -> not ps.IsEmpty)
+                | None -> [ trainable, rate ]
+            let optimizers = [ for ps, r in groups -> Schedules.optimizer t (ps |> List.map snd) r, r ]
+            let parameters = trainable |> List.map snd
+            model.train ()
+            try
+                for epoch in firstEpoch .. t.Epochs - 1 do
+                    use total = torch.zeros ([||], device = device)
+                    let mutable steps = 0
+                    for iteration, (pixels, labels) in Seq.indexed (batches epoch) do
+                        use scope = torch.NewDisposeScope()
+                        for o, r in optimizers do
+                            let lr = Schedules.rateAt t r epoch iteration perEpoch
+                            for g in o.ParamGroups do g.LearningRate <- lr
+                        let n = int64 labels.Length
+                        let size = int64 (int (sqrt (float pixels.Length / float n / 3.0)))
+                        let x = torch.tensor(pixels, ReadOnlySpan<int64> [| n; 3L; size; size |]).``to`` device
+                        let y = torch.tensor(labels).``to`` device
+                        let output = model.Forward(x, true)
+                        let loss = Loss.total model output y
+                        for o, _ in optimizers do o.zero_grad ()
+                        loss.backward ()
+                        t.GradientClip |> Option.iter (fun c -> torch.nn.utils.clip_grad_norm_ (parameters, c) |> ignore)
+                        for o, _ in optimizers do o.step () |> ignore
+                        total.add_ (loss.detach ()) |> ignore
+                        steps <- steps + 1
+                    let mean = if steps = 0 then nan else total.item<float32> () |> float |> fun s -> s / float steps
+                    epochDone epoch mean
+            finally
+                for o, _ in optimizers do o.Dispose()
+                model.eval ()
+
+/// Accuracy of a model on one task's test data.
+type TaskAccuracy =
+    { /// Class-incremental: argmax over every class seen so far (%).
+      ClassIncremental: float
+      /// Task-incremental: argmax within the task's own classes (%).
+      TaskIncremental: float
+      /// For task-keyed pools: how often the chosen entry is the sample's task (%).
+      PromptChoice: float option }
+
+module Evaluation =
+    /// Whether the method's choices can be scored against tasks (one pool entry per task).
+    let private taskKeyed (m: Method) =
+        m.Groups |> List.exists (fun g -> match g.Source with Keyed k -> k.TrainWithTaskId | _ -> false)
+
+    let evaluateTask (model: PromptedModel) (device: torch.Device) (task: TaskData) (batches: Batch seq) =
+        let seen = int64 (TaskLayout.seen model.Layout model.Task)
+        let first, count = int64 task.Classes[0], int64 task.Classes.Length
+        let mutable total, classIl, taskIl, choice = 0L, 0L, 0L, 0L
+        model.eval ()
+        use _ = torch.no_grad ()
+        for pixels, labels in batches do
+            use scope = torch.NewDisposeScope()
+            let n = int64 labels.Length
+            let size = int64 (int (sqrt (float pixels.Length / float n / 3.0)))
+            let x = torch.tensor(pixels, ReadOnlySpan<int64> [| n; 3L; size; size |]).``to`` device
+            let y = torch.tensor(labels).``to`` device
+            let output = model.Forward(x, false)
+            let predictedSeen = (output.Logits.narrow (1, 0L, seen)).argmax 1L
+            let predictedTask = (output.Logits.narrow (1, first, count)).argmax(1L) + first
+            classIl <- classIl + predictedSeen.eq(y).sum().item<int64> ()
+            taskIl <- taskIl + predictedTask.eq(y).sum().item<int64> ()
+            match output.Chosen with
+            | Some c when taskKeyed model.Method ->
+                choice <- choice + (c.select (1, 0L)).eq((int64 task.Index).ToScalar()).sum().item<int64> ()
+            | _ -> ()
+            total <- total + n
+        let pct (k: int64) = if total = 0L then nan else 100.0 * float k / float total
+        { ClassIncremental = pct classIl
+          TaskIncremental = pct taskIl
+          PromptChoice = if taskKeyed model.Method then Some(pct choice) else None }
