@@ -42,7 +42,7 @@ module Schedules =
 
 /// One task's training: an optimiser per learning-rate group, one dispose scope per step, the
 /// loss read back once per epoch (one host synchronisation per logging interval).
-module Training =
+module Trainer =
     /// Trains `model` (already at its task) for epochs [firstEpoch, Epochs); calls `epochDone`
     /// with the epoch and its mean loss after each one (the caller checkpoints there).
     let trainTask (model: PromptedModel) (t: Training) (device: torch.Device) (perEpoch: int)
