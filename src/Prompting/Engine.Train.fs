@@ -43,13 +43,16 @@ module Schedules =
 /// One task's training: an optimiser per learning-rate group, one dispose scope per step, the
 /// loss read back once per epoch (one host synchronisation per logging interval).
 module Trainer =
-    /// Trains `model` (already at its task) for epochs [firstEpoch, Epochs); calls `epochDone`
-    /// with the epoch and its mean loss after each one (the caller checkpoints there).
+    /// Trains `model` (already at its task) for epochs [firstEpoch, Epochs); `restore` may load
+    /// saved optimiser state before the first step; `epochDone` gets the epoch, its mean loss and
+    /// the optimisers after each one (the caller checkpoints there).
     let trainTask (model: PromptedModel) (t: Training) (device: torch.Device) (perEpoch: int)
-                  (batches: int -> Batch seq) (firstEpoch: int) (epochDone: int -> float -> unit) =
+                  (batches: int -> Batch seq) (firstEpoch: int)
+                  (restore: torch.optim.Optimizer list -> unit)
+                  (epochDone: int -> float -> torch.optim.Optimizer list -> unit) =
         let trainable = model.TrainableParameters()
         if trainable.IsEmpty then
-            for epoch in firstEpoch .. t.Epochs - 1 do epochDone epoch nan
+            for epoch in firstEpoch .. t.Epochs - 1 do epochDone epoch nan []
         else
             let rate = Schedules.baseRate t
             let groups =
@@ -61,6 +64,7 @@ module Trainer =
                 | None -> [ trainable, rate ]
             let optimizers = [ for ps, r in groups -> Schedules.optimizer t (ps |> List.map snd) r, r ]
             let parameters = trainable |> List.map snd
+            restore (optimizers |> List.map fst)
             model.train ()
             try
                 for epoch in firstEpoch .. t.Epochs - 1 do
@@ -84,7 +88,7 @@ module Trainer =
                         total.add_ (loss.detach ()) |> ignore
                         steps <- steps + 1
                     let mean = if steps = 0 then nan else total.item<float32> () |> float |> fun s -> s / float steps
-                    epochDone epoch mean
+                    epochDone epoch mean (optimizers |> List.map fst)
             finally
                 for o, _ in optimizers do o.Dispose()
                 model.eval ()

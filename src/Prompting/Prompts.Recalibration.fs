@@ -30,6 +30,17 @@ type ClassStatistics() =
             counts[c] <- counts[c] + 1)
 
     member _.Classes = counts.Keys |> Seq.sort |> List.ofSeq
+
+    /// The raw accumulators (class, count, sums, squares), for persisting a run.
+    member _.Export() =
+        [ for c in counts.Keys |> Seq.sort -> c, counts[c], Array.copy sums[c], Array.copy squares[c] ]
+
+    /// Restores accumulators written by Export.
+    member _.Import(entries: (int * int * float[] * float[]) list) =
+        for c, n, s, q in entries do
+            counts[c] <- n
+            sums[c] <- Array.copy s
+            squares[c] <- Array.copy q
     member _.Count(c: int) = counts[c]
     member _.Mean(c: int) = sums[c] |> Array.map (fun s -> s / float counts[c])
     /// Population variance (the statistic the reference stores).

@@ -1,0 +1,50 @@
+namespace Prompting.Engine
+
+open System.Text.Json
+open System.Text.Json.Serialization
+open Prompting
+
+/// JSON for the pure configuration records (F# records and unions, via FSharp.SystemTextJson).
+module Json =
+    let options =
+        let o = JsonSerializerOptions(WriteIndented = true)
+        o.Converters.Add(
+            JsonFSharpConverter(
+                unionEncoding =
+                    (JsonUnionEncoding.ExternalTag
+                     ||| JsonUnionEncoding.UnwrapFieldlessTags
+                     ||| JsonUnionEncoding.UnwrapOption
+                     ||| JsonUnionEncoding.NamedFields)
+            )
+        )
+        o
+
+    let serialize (value: 'T) = JsonSerializer.Serialize<'T>(value, options)
+
+    let deserialize<'T> (what: string) (json: string) : 'T =
+        try JsonSerializer.Deserialize<'T>(json, options)
+        with
+        | :? JsonException as e -> Errors.fail "%s: invalid configuration JSON (%s)" what e.Message
+        | :? System.NotSupportedException as e -> Errors.fail "%s: invalid configuration JSON (%s)" what e.Message
+
+    /// Paths where two JSON documents differ, as "path: old -> new" (for refusing a resume).
+    let differences (before: string) (after: string) =
+        let rec walk (path: string) (a: JsonElement) (b: JsonElement) =
+            match a.ValueKind, b.ValueKind with
+            | JsonValueKind.Object, JsonValueKind.Object ->
+                let names = Seq.append [ for p in a.EnumerateObject() -> p.Name ] [ for p in b.EnumerateObject() -> p.Name ] |> Seq.distinct
+                [ for n in names do
+                      let sub = if path = "" then n else path + "." + n
+                      match a.TryGetProperty n, b.TryGetProperty n with
+                      | (true, x), (true, y) -> yield! walk sub x y
+                      | (true, x), _ -> yield sprintf "%s: %s -> (absent)" sub (x.GetRawText())
+                      | _, (true, y) -> yield sprintf "%s: (absent) -> %s" sub (y.GetRawText())
+                      | _ -> () ]
+            | JsonValueKind.Array, JsonValueKind.Array when a.GetArrayLength() = b.GetArrayLength() ->
+                [ for i in 0 .. a.GetArrayLength() - 1 do yield! walk (sprintf "%s[%d]" path i) (a[i]) (b[i]) ]
+            | _ ->
+                let x, y = a.GetRawText(), b.GetRawText()
+                if x = y then [] else [ sprintf "%s: %s -> %s" path x y ]
+        use da = JsonDocument.Parse before
+        use db = JsonDocument.Parse after
+        walk "" da.RootElement db.RootElement
