@@ -7,7 +7,7 @@ open Prompting
 /// JSON for the pure configuration records (F# records and unions, via FSharp.SystemTextJson).
 module Json =
     let options =
-        let o = JsonSerializerOptions(WriteIndented = true)
+        let o = JsonSerializerOptions(WriteIndented = true, NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals)
         o.Converters.Add(
             JsonFSharpConverter(
                 unionEncoding =

@@ -1,0 +1,118 @@
+module Prompting.Tests.Engine
+
+open System
+open System.IO
+open Expecto
+open TorchSharp
+open Prompting
+open Prompting.Data
+open Prompting.Vit
+open Prompting.Prompts
+open Prompting.Engine
+open Prompting.Tests.Fixtures
+
+/// Four colour-coded classes of 16×16 images with a little seeded noise.
+let private syntheticDataset () =
+    let colours = [| 220uy, 30uy, 30uy; 30uy, 220uy, 30uy; 30uy, 30uy, 220uy; 220uy, 220uy, 30uy |]
+    let image (c: int) (index: int) =
+        let rng = Random(c * 1000 + index)
+        let r, g, b = colours[c]
+        let jitter (v: byte) = byte (max 0 (min 255 (int v + rng.Next(-40, 41))))
+        { Width = 16; Height = 16; Pixels = Array.init (16 * 16 * 3) (fun i -> jitter (match i % 3 with 0 -> r | 1 -> g | _ -> b)) }
+    let samples split count =
+        [| for c in 0 .. 3 do
+               for i in 0 .. count - 1 ->
+                   let offset = if split = "test" then 500 else 0
+                   { Source = sprintf "synthetic/%s/%d/%d" split c i; Label = c; Load = fun () -> image c (i + offset) } |]
+    { Name = "synthetic"; ClassNames = [| "red"; "green"; "blue"; "yellow" |]; Train = samples "train" 12; Test = samples "test" 6 }
+
+/// Sequential batches with the evaluation transform; training order shuffled by epoch.
+let private provider (size: int) (batchSize: int) : BatchProvider =
+    let toBatch (samples: Sample[]) =
+        samples
+        |> Array.chunkBySize batchSize
+        |> Seq.map (fun chunk ->
+            Array.concat (chunk |> Array.map (fun s -> s.Load() |> Images.preprocess size Preprocessing.augreg)),
+            chunk |> Array.map (fun s -> int64 s.Label))
+    { Train = (fun samples epoch -> samples |> Array.sortBy (fun s -> (hash (s.Source, epoch))) |> toBatch)
+      Eval = toBatch
+      BatchesPerEpoch = fun samples -> (samples.Length + batchSize - 1) / batchSize }
+
+let private checkpoint =
+    lazy
+        (let path = Path.Combine(tempDir (), "vit-engine.safetensors")
+         torch.manual_seed 5L |> ignore
+         use model = new VisionTransformer(VitConfig.custom 32 8 5 64 2 10)
+         Checkpoint.export path model
+         path)
+
+let private config (method: Method) =
+    { Method = method
+      Benchmark = "synthetic"
+      Data = None
+      Checkpoint = checkpoint.Value
+      Heads = None
+      ImageSize = 32
+      Tasks = 2
+      Scenario = ClassIncremental
+      ClassOrder = Natural
+      TrainPerClass = None
+      TestPerClass = None
+      Training = { Recipes.forMethod method.Name with Epochs = 2; BatchSize = 8; LearningRate = 0.01; ScaleByBatch = false }
+      Normalisation = BackboneStatistics
+      Seed = 3
+      SkipCorrupt = false }
+
+let private run (cfg: RunConfig) (dir: string) (log: string -> unit) =
+    let scenario = Scenario.build cfg.Scenario cfg.Tasks cfg.ClassOrder (syntheticDataset ())
+    Run.execute cfg dir scenario (provider cfg.ImageSize cfg.Training.BatchSize) torch.CPU log
+
+exception private Killed
+
+[<Tests>]
+let tests =
+    testSequenced
+    <| testList
+        "engine"
+        [ test "configuration survives JSON" {
+              let cfg = config Methods.codaPrompt
+              let back = Json.deserialize<RunConfig> "test" (Json.serialize cfg)
+              Expect.equal back cfg "round trip"
+          }
+
+          test "a class-incremental run fills the accuracy matrix" {
+              let dir = tempDir ()
+              let outcome = run (config Methods.linear) dir ignore
+              Expect.equal outcome.Progress.CompletedTasks 2 "two tasks"
+              Expect.equal (outcome.Progress.Accuracy |> List.map List.length) [ 1; 2 ] "lower-triangular rows"
+              Expect.isTrue (File.Exists(Run.taskStateFile dir 1)) "per-task state"
+              // A linear probe on colour classes learns something: better than chance on task 1.
+              Expect.isGreaterThan outcome.Progress.TaskAccuracy[1].[1] 50.0 "task-IL accuracy above chance"
+          }
+
+          test "killed mid-run, the same command resumes and reaches the same result" {
+              let cfg = config Methods.l2p
+              let reference = run cfg (tempDir ()) ignore
+              let dir = tempDir ()
+              let mutable epochs = 0
+              let killer (line: string) =
+                  if line.Contains "epoch" then
+                      epochs <- epochs + 1
+                      if epochs = 3 then raise Killed
+              Expect.throwsT<Killed> (fun () -> run cfg dir killer |> ignore) "interrupted in task 2"
+              let resumed = run cfg dir ignore
+              Expect.equal resumed.Progress.Accuracy reference.Progress.Accuracy "same accuracy matrix"
+              Expect.equal resumed.Progress.EpochLosses reference.Progress.EpochLosses "same losses"
+          }
+
+          test "resuming with a changed configuration is refused, naming the difference" {
+              let dir = tempDir ()
+              let cfg = config Methods.linear
+              run { cfg with Tasks = 1; Scenario = Joint } dir ignore |> ignore
+              let message =
+                  try
+                      run { cfg with Tasks = 1; Scenario = Joint; Seed = 4 } dir ignore |> ignore
+                      ""
+                  with PromptingError m -> m
+              Expect.stringContains message "Seed: 3 -> 4" "names the changed field"
+          } ]
