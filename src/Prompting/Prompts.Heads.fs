@@ -11,7 +11,12 @@ type ClassifierHead(kind: HeadKind, width: int, classes: int, vptInit: bool) as 
         match kind with
         | MlpHead k -> [ for _ in 1 .. k -> torch.nn.Linear(d, d) ]
         | _ -> []
-    let fc = torch.nn.Linear(d, c)
+    // No linear layer at all for prototypes: TorchSharp registers Module-valued fields on its own,
+    // so an unused Linear here would still show up as head.fc.* parameters and trainable state.
+    let fc =
+        match kind with
+        | PrototypeHead -> None
+        | _ -> Some(torch.nn.Linear(d, c))
     do
         if classes <= 0 then Errors.fail "a classifier needs at least one class, got %d" classes
         hidden |> List.iteri (fun i layer -> this.register_module (sprintf "hidden%d" i, layer))
@@ -19,11 +24,13 @@ type ClassifierHead(kind: HeadKind, width: int, classes: int, vptInit: bool) as 
         | PrototypeHead ->
             // SimpleCIL: unit-norm class means; unseen classes stay zero (cosine 0).
             this.register_buffer ("prototypes", torch.zeros (c, d))
-        | _ -> this.register_module ("fc", fc)
-        if vptInit then
+        | _ -> fc |> Option.iter (fun fc -> this.register_module ("fc", fc))
+        match fc with
+        | Some fc when vptInit ->
             use _ = torch.no_grad ()
             torch.nn.init.kaiming_normal_ (fc.weight, mode = torch.nn.init.FanInOut.FanOut) |> ignore
             fc.bias.fill_ ((-(log ((1.0 - 0.01) / 0.01))).ToScalar()) |> ignore
+        | _ -> ()
 
     member _.Kind = kind
 
@@ -47,7 +54,7 @@ type ClassifierHead(kind: HeadKind, width: int, classes: int, vptInit: bool) as 
                 use h = layer.forward x
                 x.Dispose()
                 x <- torch.nn.functional.relu h
-            let out = fc.forward x
+            let out = fc.Value.forward x
             x.Dispose()
             out
 

@@ -31,34 +31,50 @@ type ComponentSource(shape: SourceShape) as this =
         use flat = rows.reshape(rows.shape[0], -1L).clone ()
         if int64 last > flat.shape[1] then
             Errors.fail "Gram-Schmidt: %d rows cannot be orthogonal in %d dimensions (use fewer components or a wider model)" last flat.shape[1]
-        let basis = torch.zeros_like flat
-        if first > 0 then basis.narrow(0, 0L, int64 first).copy_ (flat.narrow (0, 0L, int64 first)) |> ignore
+        use basis = torch.zeros_like flat
+        if first > 0 then
+            use earlier = basis.narrow (0, 0L, int64 first)
+            use source = flat.narrow (0, 0L, int64 first)
+            earlier.copy_ source |> ignore
+        // u_j · u_j of each finished row, computed once instead of for every later row (the same
+        // arithmetic on the same values, so the result is unchanged, only faster).
+        let squaredNorm (j: int) =
+            use u = basis.select (0, int64 j)
+            use uu = u * u
+            use total = uu.sum ()
+            total.item<float32> ()
+        let denominators = ResizeArray<float32>([ for j in 0 .. first - 1 -> squaredNorm j ])
         for k in first .. last - 1 do
             let mutable finished = false
             let mutable attempts = 0
             while not finished do
                 attempts <- attempts + 1
                 if attempts > 100 then Errors.fail "Gram-Schmidt: row %d stays degenerate after 100 draws" k
-                use v = torch.randn_like (flat.select (0, int64 k))
-                let mutable projection = torch.zeros_like v
-                let mutable degenerate = false
-                for j in 0 .. k - 1 do
-                    if not degenerate then
-                        use u = basis.select(0, int64 j).clone ()
-                        let denominator = (u * u).sum().item<float32> ()
-                        if denominator < 1e-8f then degenerate <- true
-                        else
-                            use coefficient = (v * u).sum () / denominator
-                            let next = projection + coefficient * u
-                            projection.Dispose()
-                            projection <- next
-                if not degenerate then
-                    basis.select(0, int64 k).copy_ (v - projection) |> ignore
+                use template = flat.select (0, int64 k)
+                use v = torch.randn_like template
+                if not (denominators |> Seq.exists (fun d -> d < 1e-8f)) then
+                    let mutable projection = torch.zeros_like v
+                    for j in 0 .. k - 1 do
+                        use u = basis.select (0, int64 j)
+                        use vu = v * u
+                        use dot = vu.sum ()
+                        use coefficient = dot / denominators[j]
+                        use term = coefficient * u
+                        let next = projection + term
+                        projection.Dispose()
+                        projection <- next
+                    use target = basis.select (0, int64 k)
+                    use orthogonal = v - projection
+                    target.copy_ orthogonal |> ignore
+                    projection.Dispose()
+                    denominators.Add(squaredNorm k)
                     finished <- true
-                projection.Dispose()
         for k in first .. last - 1 do
-            use row = basis.select(0, int64 k).clone ()
-            basis.select(0, int64 k).copy_ (row / row.norm ()) |> ignore
+            use target = basis.select (0, int64 k)
+            use row = target.clone ()
+            use norm = row.norm ()
+            use unit = row / norm
+            target.copy_ unit |> ignore
         basis.reshape rows.shape
 
     override _.NeedsQuery = true

@@ -25,10 +25,16 @@ module TrainableState =
                   "task", string model.Task ]
         Safetensors.writeWithMetadata path metadata [ for name, t in tensors model -> name, HostTensor.ofTensor t ]
 
-    /// Loads a file written by `save` (or by hand with the same names); every name and shape must
-    /// match, and nothing is changed unless all of them do.
+    /// Loads a file written by `save` (or by hand with the same names); the method it records (if
+    /// any) and every name and shape must match, and nothing is changed unless all of them do.
     let load (path: string) (model: PromptedModel) =
         let loaded, metadata = Safetensors.readWithMetadata path
+        // Methods can share tensor names and shapes (l2p and l2p-jax, full and joint) yet mean
+        // different things by them, so a recorded method must be the model's own.
+        match metadata.TryFind "method" with
+        | Some saved when saved <> model.Method.Name ->
+            Errors.fail "%s: trainable state of method %s cannot be loaded into a %s model" path saved model.Method.Name
+        | _ -> ()
         let expected = tensors model
         let expectedNames = expected |> List.map fst |> Set.ofList
         let table = Map.ofList loaded
