@@ -136,22 +136,30 @@ module ImageFolder =
         let name = Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath root))
         fromSplitEntries options name root (fun split -> classDirectories (Path.Combine(root, split))) (directoryEntries root)
 
-    /// The tar's regular files below the directory holding train/ and test/.
+    /// The tar's regular files (name, reader) below the directory holding train/ and test/. An
+    /// uncompressed tar is indexed and read on demand; a gzipped one is decompressed into memory.
     let private tarEntries (archive: string) =
-        let index = Readers.indexTar archive
-        let parts = index |> List.map (fun e -> e, e.Name.Split('/', StringSplitOptions.RemoveEmptyEntries))
+        let isGz =
+            try
+                use f = File.OpenRead archive
+                f.ReadByte() = 0x1f && f.ReadByte() = 0x8b
+            with :? IOException | :? UnauthorizedAccessException as e -> Errors.fail "%s: cannot read (%s)" archive e.Message
+        let members: (string * (unit -> byte[])) list =
+            if isGz then Readers.readTarMembers archive (fun _ -> true) |> List.map (fun (n, bytes) -> n, (fun () -> bytes))
+            else Readers.indexTar archive |> List.map (fun e -> e.Name, (fun () -> Readers.readTarMember archive e))
+        let parts = members |> List.map (fun (name, read) -> name, read, name.Split('/', StringSplitOptions.RemoveEmptyEntries))
         // the prefix is whatever precedes the first train/test component of the first entry that has one
         let prefix =
             parts
-            |> List.tryPick (fun (_, p) ->
+            |> List.tryPick (fun (_, _, p) ->
                 p |> Array.tryFindIndex (fun c -> List.contains c splitNames) |> Option.map (fun i -> p[.. i - 1]))
             |> Option.defaultWith (fun () -> Errors.fail "%s: no train/ or test/ directory in the archive" archive)
         parts
-        |> List.map (fun (e, p) ->
+        |> List.map (fun (name, read, p) ->
             let under = p.Length > prefix.Length && p[.. prefix.Length - 1] = prefix
             { Parts = (if under then p[prefix.Length ..] else Array.append [| "" |] p)
-              Source = sprintf "%s#%s" archive e.Name
-              Bytes = fun () -> Readers.readTarMember archive e })
+              Source = sprintf "%s#%s" archive name
+              Bytes = read })
         |> sortEntries
 
     let private fromTar (options: ReadOptions) (archive: string) =
@@ -166,7 +174,7 @@ module ImageFolder =
         let name = Path.GetFileNameWithoutExtension archive
         fromSplitEntries options name archive classesOf entries
 
-    /// Reads the split layout `root/{train,test}/<class>/...` from a directory or an (uncompressed) .tar.
+    /// Reads the split layout `root/{train,test}/<class>/...` from a directory or a .tar (or .tar.gz).
     let read (options: ReadOptions) (path: string) : ReadResult =
         if Directory.Exists path then fromDirectory options path
         elif File.Exists path then fromTar options path
