@@ -8,8 +8,9 @@ open Prompting
 /// Image trees in torchvision's ImageFolder layout: `root/<class>/<image>` (images may sit deeper
 /// under their class directory), class names being the sub-directory names in ordinal order; and
 /// the split layout `root/{train,test}/<class>/...`, from a directory or straight from a .tar of
-/// such a tree (optionally under one top directory, as `cifar10/{train,test}/...`). Tars are
-/// indexed, not unpacked: each image's bytes are read when its sample is loaded.
+/// such a tree (optionally under one top directory, as `cifar10/{train,test}/...`). A plain tar
+/// is indexed, not unpacked: each image's bytes are read when its sample is loaded; a .tar.gz is
+/// decompressed into memory.
 module ImageFolder =
     /// A file found in a tree: its path parts below the root, how to name it, how to read it.
     [<NoEquality; NoComparison>]
