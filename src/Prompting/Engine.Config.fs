@@ -1,5 +1,6 @@
 namespace Prompting.Engine
 
+open Prompting.Data
 open Prompting.Prompts
 
 type OptimizerKind =
@@ -17,13 +18,6 @@ type Schedule =
 type ScheduleUnit =
     | PerEpoch
     | PerIteration
-
-/// Pixel scaling fed to the backbone.
-type Normalisation =
-    /// The backbone's own mean/std (mean = std = 0.5 for AugReg ViTs): the default.
-    | BackboneStatistics
-    /// Pixels in [0, 1] without normalisation, as the CODA-Prompt/VQ-Prompt loaders do.
-    | UnitRange
 
 type ScenarioKind =
     /// T tasks over disjoint classes; evaluation over every class seen so far.
@@ -75,7 +69,8 @@ type RunConfig =
       TrainPerClass: int option
       TestPerClass: int option
       Training: Training
-      Normalisation: Normalisation
+      /// The backbone's statistics by default; UnitRange as the CODA-Prompt/VQ-Prompt loaders feed.
+      Normalisation: PixelScale
       Seed: int
       SkipCorrupt: bool }
 

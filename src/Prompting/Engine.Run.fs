@@ -158,13 +158,11 @@ module Run =
             if model.Method.Head = PrototypeHead || model.Method.Recalibration.IsSome then
                 use _ = torch.no_grad ()
                 model.eval ()
-                for pixels, labels in batches.Eval task.Train do
+                for batch in batches.Eval task.Train do
                     use scope = torch.NewDisposeScope()
-                    let n = int64 labels.Length
-                    let size = int64 (int (sqrt (float pixels.Length / float n / 3.0)))
-                    let x = torch.tensor(pixels, ReadOnlySpan<int64> [| n; 3L; size; size |]).``to`` device
+                    let x = torch.tensor(batch.Pixels, ReadOnlySpan<int64> batch.Shape).``to`` device
                     let output = model.Forward(x, false)
-                    stats.Add(output.Features, torch.tensor labels)
+                    stats.Add(output.Features, torch.tensor batch.Labels)
                 torch.manual_seed (seedFor config t 100_000) |> ignore
                 Lifecycle.endTask model stats config.Training.BatchSize
                 saveStatistics dir stats

@@ -3,10 +3,8 @@ namespace Prompting.Engine
 open System
 open TorchSharp
 open Prompting
+open Prompting.Data
 open Prompting.Prompts
-
-/// A batch: CHW-stacked float32 pixels and integer labels.
-type Batch = float32[] * int64[]
 
 /// Learning-rate schedules and optimisers from the pure Training record.
 module Schedules =
@@ -70,15 +68,13 @@ module Trainer =
                 for epoch in firstEpoch .. t.Epochs - 1 do
                     use total = torch.zeros ([||], device = device)
                     let mutable steps = 0
-                    for iteration, (pixels, labels) in Seq.indexed (batches epoch) do
+                    for iteration, batch in Seq.indexed (batches epoch) do
                         use scope = torch.NewDisposeScope()
                         for o, r in optimizers do
                             let lr = Schedules.rateAt t r epoch iteration perEpoch
                             for g in o.ParamGroups do g.LearningRate <- lr
-                        let n = int64 labels.Length
-                        let size = int64 (int (sqrt (float pixels.Length / float n / 3.0)))
-                        let x = torch.tensor(pixels, ReadOnlySpan<int64> [| n; 3L; size; size |]).``to`` device
-                        let y = torch.tensor(labels).``to`` device
+                        let x = torch.tensor(batch.Pixels, ReadOnlySpan<int64> batch.Shape).``to`` device
+                        let y = torch.tensor(batch.Labels).``to`` device
                         let output = model.Forward(x, true)
                         let loss = Loss.total model output y
                         for o, _ in optimizers do o.zero_grad ()
@@ -113,12 +109,11 @@ module Evaluation =
         let mutable total, classIl, taskIl, choice = 0L, 0L, 0L, 0L
         model.eval ()
         use _ = torch.no_grad ()
-        for pixels, labels in batches do
+        for batch in batches do
             use scope = torch.NewDisposeScope()
-            let n = int64 labels.Length
-            let size = int64 (int (sqrt (float pixels.Length / float n / 3.0)))
-            let x = torch.tensor(pixels, ReadOnlySpan<int64> [| n; 3L; size; size |]).``to`` device
-            let y = torch.tensor(labels).``to`` device
+            let n = int64 batch.Count
+            let x = torch.tensor(batch.Pixels, ReadOnlySpan<int64> batch.Shape).``to`` device
+            let y = torch.tensor(batch.Labels).``to`` device
             let output = model.Forward(x, false)
             let predictedSeen = (output.Logits.narrow (1, 0L, seen)).argmax 1L
             let predictedTask = (output.Logits.narrow (1, first, count)).argmax(1L) + first

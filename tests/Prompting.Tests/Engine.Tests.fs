@@ -26,17 +26,14 @@ let private syntheticDataset () =
                    { Source = sprintf "synthetic/%s/%d/%d" split c i; Label = c; Load = fun () -> image c (i + offset) } |]
     { Name = "synthetic"; ClassNames = [| "red"; "green"; "blue"; "yellow" |]; Train = samples "train" 12; Test = samples "test" 6 }
 
-/// Sequential batches with the evaluation transform; training order shuffled by epoch.
+/// The data layer's loader: seeded shuffling and augmentation for training, evaluation transform in order.
 let private provider (size: int) (batchSize: int) : BatchProvider =
-    let toBatch (samples: Sample[]) =
-        samples
-        |> Array.chunkBySize batchSize
-        |> Seq.map (fun chunk ->
-            Array.concat (chunk |> Array.map (fun s -> s.Load() |> Images.preprocess size Preprocessing.augreg)),
-            chunk |> Array.map (fun s -> int64 s.Label))
-    { Train = (fun samples epoch -> samples |> Array.sortBy (fun s -> (hash (s.Source, epoch))) |> toBatch)
-      Eval = toBatch
-      BatchesPerEpoch = fun samples -> (samples.Length + batchSize - 1) / batchSize }
+    let options = { LoaderOptions.Defaults with BatchSize = batchSize; Seed = 11; Workers = 2 }
+    let train = Transforms.training Normalised Preprocessing.augreg size
+    let eval = Transforms.evaluation Normalised Preprocessing.augreg size
+    { Train = (fun samples epoch -> Loader.epoch { options with Shuffle = true } train samples epoch)
+      Eval = (fun samples -> Loader.epoch { options with Shuffle = false } eval samples 0)
+      BatchesPerEpoch = fun samples -> Loader.batchCount options samples.Length }
 
 let private checkpoint =
     lazy
@@ -59,7 +56,7 @@ let private config (method: Method) =
       TrainPerClass = None
       TestPerClass = None
       Training = { Recipes.forMethod method.Name with Epochs = 2; BatchSize = 8; LearningRate = 0.01; ScaleByBatch = false }
-      Normalisation = BackboneStatistics
+      Normalisation = Normalised
       Seed = 3
       SkipCorrupt = false }
 
