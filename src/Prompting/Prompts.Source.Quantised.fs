@@ -5,7 +5,7 @@ open Prompting
 
 /// VQ-Prompt: per layer a pool P (M, S, D) and keys K (M, D), shared by all tasks.
 /// α = softmax(q · normalise(K)ᵀ / T) (q not normalised); p′ = Σ α_k P_k; p = P_{k*} with
-/// k* = argmin ‖p′ − P_j‖² over the whole prompt; forward value p, gradient through p′
+/// k* = argmin ‖p′ − P_j‖² over the whole prompt; forward value exactly p, gradient through p′
 /// (straight-through); loss w₁·mse(p′, sg p) + w₂·mse(p, sg p′) per layer.
 type QuantisedSource(shape: SourceShape) as this =
     inherit PromptSourceModule("QuantisedSource")
@@ -48,8 +48,13 @@ type QuantisedSource(shape: SourceShape) as this =
                           use discreteTerm = torch.nn.functional.mse_loss (discrete, continuous.detach ())
                           Some(continuousTerm * config.ContinuousWeight + discreteTerm * config.DiscreteWeight)
                       else None
-                  use offset = (discrete - continuous).detach ()
-                  let straightThrough = continuous + offset
+                  // Straight-through p′ + sg(p − p′), written as sg(p) + (p′ − sg p′): the same
+                  // gradient (identity to p′, none to p), but the value is exactly p, since
+                  // p′ − sg p′ is exactly zero whereas p′ + (p − p′) rounds in float32.
+                  use continuousValue = continuous.detach ()
+                  use zero = continuous - continuousValue
+                  use discreteValue = discrete.detach ()
+                  let straightThrough = discreteValue + zero
                   l, straightThrough.unsqueeze 1, loss, chosen.unsqueeze 1 ]
         { At = Sources.perLayer [ for l, p, _, _ in outputs -> l, p ]
           AuxLoss = Sources.sumLosses (outputs |> List.choose (fun (_, _, loss, _) -> loss))
