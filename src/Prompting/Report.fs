@@ -3,7 +3,6 @@ namespace Prompting
 open System
 open System.Globalization
 open System.IO
-open System.Net
 open System.Text
 open System.Text.Json
 open Plotly.NET
@@ -66,6 +65,10 @@ module Report =
         elif abs n >= 1_000L then sprintf "%s (%s K)" grouped ((float n / 1e3).ToString("F2", invariant))
         else grouped
 
+    /// Whether a cell reads as a number ("85.50 ± 1.23", "3,840,000", "01:02:05"): right-aligned.
+    let private numeric (cell: string) =
+        cell.Length > 0 && (Char.IsDigit cell[0] || ((cell[0] = '-' || cell[0] = '+') && cell.Length > 1 && Char.IsDigit cell[1]))
+
     // ---- plotly.js ----
 
     /// plotly.js as bundled inside Plotly.NET (the same file its PlotlyJSReference.Full inlines).
@@ -92,19 +95,30 @@ module Report =
         |> Chart.withYAxisStyle (TitleText = yTitle)
         |> Chart.withSize (900, 520)
 
-    /// Annotated heatmap of R[i][j]; cells above the diagonal are left empty.
+    /// Heatmap of R[i][j] with each value written in its cell (white on the dark half of the
+    /// colour scale); cells above the diagonal are left empty.
     let accuracyMatrixChart (title: string) (m: AccuracyMetrics) =
         let tasks = m.Matrix.Length
+        let columns = Array.init tasks taskLabel
+        let rows = Array.init tasks (fun i -> sprintf "after task %d" (i + 1))
         let z = Array.init tasks (fun i -> Array.init tasks (fun j -> if j <= i then m.Matrix[i][j] else nan))
-        let text = Array.init tasks (fun i -> Array.init tasks (fun j -> if j <= i then f2 (m.Matrix[i][j]) else ""))
+        let present = m.Matrix |> Array.concat |> Array.filter (Double.IsNaN >> not)
+        let middle = if present.Length = 0 then 0.0 else (Array.min present + Array.max present) / 2.0
+        let annotations =
+            [ for i in 0 .. tasks - 1 do
+                  for j in 0 .. i do
+                      let v = m.Matrix[i][j]
+                      let color = if v < middle then Color.fromString "white" else Color.fromString "black"
+                      LayoutObjects.Annotation.init (
+                          X = columns[j],
+                          Y = rows[i],
+                          Text = f2 v,
+                          ShowArrow = false,
+                          Font = Font.init (Color = color, Size = (if tasks > 12 then 8.0 else 11.0))
+                      ) ]
         let side = max 420 (min 900 (160 + 60 * tasks))
-        Chart.AnnotatedHeatmap(
-            zData = z,
-            annotationText = text,
-            X = Array.init tasks taskLabel,
-            Y = Array.init tasks (fun i -> sprintf "after task %d" (i + 1)),
-            ColorScale = StyleParam.Colorscale.Viridis,
-            ReverseYAxis = true)
+        Chart.Heatmap(zData = z, colNames = columns, rowNames = rows, ColorScale = StyleParam.Colorscale.Viridis, ReverseYAxis = true)
+        |> Chart.withAnnotations annotations
         |> styled title "evaluated task" "after training"
         |> Chart.withSize (side + 120, side)
 
@@ -118,7 +132,9 @@ module Report =
             [ for j in 0 .. tasks - 1 ->
                   Chart.Line(x = [ j + 1 .. tasks ], y = [ for i in j .. tasks - 1 -> m.Matrix[i][j] ], Name = taskLabel j, ShowMarkers = true)
                   |> Chart.withLineStyle (Dash = StyleParam.DrawingStyle.Dash, Width = 1.5) ]
-        Chart.combine (average :: perTask) |> styled title "after training task" "accuracy (%)"
+        Chart.combine (average :: perTask)
+        |> Chart.withXAxis (LayoutObjects.LinearAxis.init (DTick = 1))
+        |> styled title "after training task" "accuracy (%)"
 
     /// max_{i<N} R[i][j] − R[N][j] for each task j < N.
     let forgettingChart (title: string) (m: AccuracyMetrics) =
@@ -128,7 +144,10 @@ module Report =
 
     // ---- HTML ----
 
-    let private escape (s: string) = WebUtility.HtmlEncode(if isNull s then "" else s)
+    /// Escapes the HTML-special characters only; other characters stay as they are (UTF-8 page).
+    let private escape (s: string) =
+        if isNull s then ""
+        else s.Replace("&", "&amp;").Replace("<", "&lt;").Replace(">", "&gt;").Replace("\"", "&quot;").Replace("'", "&#39;")
 
     let private css =
         """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1100px;color:#222;padding:0 16px}
@@ -136,7 +155,7 @@ h1{font-size:1.6em;margin-bottom:4px}h2{font-size:1.25em;margin-top:32px;border-
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left;vertical-align:top}
 th{background:#f3f5f9}td.num{text-align:right;font-variant-numeric:tabular-nums}
 pre{background:#f7f7f9;border:1px solid #e1e1e8;padding:12px;overflow:auto;font-size:0.85em}
-.muted{color:#777;font-size:0.9em}code{font-size:0.9em}"""
+.muted{color:#777;font-size:0.9em}code{font-size:0.9em}.wide{overflow-x:auto}"""
 
     let private page (title: string) (body: string) =
         let sb = StringBuilder()
@@ -156,14 +175,15 @@ pre{background:#f7f7f9;border:1px solid #e1e1e8;padding:12px;overflow:auto;font-
         sb.Append("</table>\n").ToString()
 
     let private gridTable (header: string list) (rows: string list list) =
-        let sb = StringBuilder("<table>\n<tr>")
+        let sb = StringBuilder("<div class=\"wide\"><table>\n<tr>")
         for h in header do sb.Append("<th>").Append(escape h).Append("</th>") |> ignore
         sb.Append("</tr>\n") |> ignore
         for row in rows do
             sb.Append("<tr>") |> ignore
-            row |> List.iteri (fun i c -> sb.Append(if i = 0 then "<td>" else "<td class=\"num\">").Append(escape c).Append("</td>") |> ignore)
+            for c in row do
+                sb.Append(if numeric c then "<td class=\"num\">" else "<td>").Append(escape c).Append("</td>") |> ignore
             sb.Append("</tr>\n") |> ignore
-        sb.Append("</table>\n").ToString()
+        sb.Append("</table></div>\n").ToString()
 
     /// The configuration JSON indented; the text as given when it does not parse.
     let prettyJson (json: string) =
@@ -320,7 +340,7 @@ pre{background:#f7f7f9;border:1px solid #e1e1e8;padding:12px;overflow:auto;font-
         add "<h2>Runs</h2>"
         add (
             gridTable
-                [ "method"; "seed"; "A_N (%)"; "CAA (%)"; "F_N"; "CODA forgetting"; "train time"; "peak memory"; "trainable parameters"; "checkpoint"; "SHA-256" ]
+                [ "method"; "seed"; "A_N (%)"; "CAA (%)"; "F_N"; "CODA forgetting"; "train time"; "peak memory"; "trainable parameters"; "checkpoint"; "SHA-256 (start)" ]
                 [ for r in runs ->
                       let m = r.Metrics.ClassIncremental
                       [ r.Method
@@ -333,7 +353,8 @@ pre{background:#f7f7f9;border:1px solid #e1e1e8;padding:12px;overflow:auto;font-
                         formatBytes r.PeakMemoryBytes
                         formatCount r.TrainableParameters
                         r.Checkpoint
-                        r.CheckpointSha256 ] ]
+                        (if isNull r.CheckpointSha256 || r.CheckpointSha256.Length <= 12 then r.CheckpointSha256
+                         else r.CheckpointSha256.Substring(0, 12) + "…") ] ]
         )
         page "Comparison of runs" (body.ToString())
 
@@ -342,15 +363,23 @@ pre{background:#f7f7f9;border:1px solid #e1e1e8;padding:12px;overflow:auto;font-
 
     // ---- terminal ----
 
-    /// A Markdown table whose columns are padded to equal width, so it also reads as plain text.
+    /// Per column: right-aligned when every data cell reads as a number.
+    let private rightAligned (columns: int) (rows: string list list) =
+        Array.init columns (fun c -> not rows.IsEmpty && rows |> List.forall (fun r -> numeric (List.item c r)))
+
+    /// A Markdown table whose columns are padded to equal width, so it also reads as plain text;
+    /// numeric columns are right-aligned.
     let markdownTable (header: string list) (rows: string list list) =
         let columns = header.Length
+        rows |> List.iteri (fun i r -> if r.Length <> columns then Errors.fail "table row %d: %d cells for %d columns" i r.Length columns)
+        let right = rightAligned columns rows
         let widths =
             Array.init columns (fun c -> header :: rows |> List.map (fun r -> (List.item c r).Length) |> List.max |> max 3)
         let line (cells: string list) =
-            let padded = cells |> List.mapi (fun c s -> if c = 0 then s.PadRight widths[c] else s.PadLeft widths[c])
+            let padded = cells |> List.mapi (fun c s -> if right[c] then s.PadLeft widths[c] else s.PadRight widths[c])
             "| " + String.Join(" | ", padded) + " |"
-        let rule = "|" + String.Join("|", widths |> Array.mapi (fun c w -> if c = 0 then String('-', w + 2) else String('-', w + 1) + ":")) + "|"
+        let rule =
+            "|" + String.Join("|", widths |> Array.mapi (fun c w -> if right[c] then String('-', w + 1) + ":" else String('-', w + 2))) + "|"
         String.Join("\n", [ line header; rule ] @ List.map line rows) + "\n"
 
     /// The comparison as an aligned Markdown table.
@@ -364,9 +393,10 @@ pre{background:#f7f7f9;border:1px solid #e1e1e8;padding:12px;overflow:auto;font-
     let private spectreTable (header: string list) (rows: string list list) =
         let table = Table()
         table.Border <- TableBorder.Rounded
+        let right = rightAligned header.Length rows
         header |> List.iteri (fun i h ->
             let column = TableColumn(Markup.Escape h)
-            if i > 0 then column.RightAligned() |> ignore
+            if right[i] then column.RightAligned() |> ignore
             table.AddColumn column |> ignore)
         for row in rows do
             table.AddRow(row |> List.map Markup.Escape |> Array.ofList) |> ignore
