@@ -1,0 +1,139 @@
+namespace Prompting
+
+open System
+open System.Globalization
+open System.IO
+open Spectre.Console
+
+/// Receives the progress of long work (training, evaluation).
+type IProgressReporter =
+    /// Counts `n` more units done.
+    abstract Advance: n: int -> unit
+    /// Sets the current status shown with the progress, e.g. "task 2/10 · epoch 3/5 · loss 0.52".
+    abstract Status: text: string -> unit
+    /// Logs a notable event, such as the start or end of a task or an epoch: always shown at once.
+    abstract Message: text: string -> unit
+
+/// Plain, timestamped log lines for non-interactive output (files, CI): a start line, a progress
+/// line at most once per `interval` (count, percentage, rate, elapsed, ETA, status), every
+/// Message, and a final line. `clock` is injectable for tests.
+type PlainProgress(out: TextWriter, clock: unit -> DateTime, interval: TimeSpan, title: string, total: int64) =
+    let gate = obj ()
+    let started = clock ()
+    let mutable completed = 0L
+    let mutable status = ""
+    let mutable lastLine = started
+
+    static let duration (t: TimeSpan) =
+        let t = TimeSpan.FromSeconds(Math.Round(max 0.0 t.TotalSeconds))
+        if t.Days > 0 then sprintf "%dd %02d:%02d:%02d" t.Days t.Hours t.Minutes t.Seconds
+        else sprintf "%02d:%02d:%02d" t.Hours t.Minutes t.Seconds
+
+    let write (now: DateTime) (text: string) =
+        out.WriteLine(sprintf "%s [%s] %s" (now.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture)) title text)
+        out.Flush()
+        lastLine <- now
+
+    let progressText (now: DateTime) =
+        let elapsed = now - started
+        let rate = if elapsed.TotalSeconds > 0.0 then float completed / elapsed.TotalSeconds else 0.0
+        let rateText = sprintf "%s/s" (rate.ToString("F1", CultureInfo.InvariantCulture))
+        let counts =
+            if total > 0L then
+                let percent = 100.0 * float completed / float total
+                let eta =
+                    if completed >= total then "00:00:00"
+                    elif rate > 0.0 then duration (TimeSpan.FromSeconds(float (total - completed) / rate))
+                    else "?"
+                sprintf "%d/%d (%s%%), %s, elapsed %s, ETA %s" completed total (percent.ToString("F1", CultureInfo.InvariantCulture)) rateText (duration elapsed) eta
+            else
+                sprintf "%d done, %s, elapsed %s" completed rateText (duration elapsed)
+        if status = "" then counts else counts + " | " + status
+
+    do
+        let size = if total > 0L then sprintf " (%d to do)" total else ""
+        write started ("started" + size)
+
+    member _.Completed = lock gate (fun () -> completed)
+
+    /// Writes the final line: the count and the time it took.
+    member _.Finish() =
+        lock gate (fun () ->
+            let now = clock ()
+            write now (sprintf "finished %d in %s" completed (duration (now - started))))
+
+    /// Writes a failure line (the work raised).
+    member _.Fail(message: string) =
+        lock gate (fun () ->
+            let now = clock ()
+            write now (sprintf "failed after %s at %d: %s" (duration (now - started)) completed (message.ReplaceLineEndings " ")))
+
+    interface IProgressReporter with
+        member _.Advance n =
+            lock gate (fun () ->
+                completed <- completed + int64 n
+                let now = clock ()
+                if now - lastLine >= interval then write now (progressText now))
+
+        member _.Status text = lock gate (fun () -> status <- text)
+
+        member _.Message text = lock gate (fun () -> write (clock ()) text)
+
+/// Live progress with ETA: a Spectre.Console progress bar on an interactive terminal, plain
+/// timestamped, rate-limited log lines otherwise (see PlainProgress).
+module Progress =
+    /// The least time between two plain progress lines.
+    let defaultInterval = TimeSpan.FromSeconds 5.0
+
+    /// Whether standard output is an interactive terminal that can show a live progress bar.
+    let isInteractive () =
+        not Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive
+
+    /// Runs `work` with a plain reporter writing to `out`; writes a final line, or a failure line
+    /// and re-raises when `work` raises.
+    let runPlain (out: TextWriter) (clock: unit -> DateTime) (interval: TimeSpan) (title: string) (total: int64) (work: IProgressReporter -> 'a) : 'a =
+        let reporter = PlainProgress(out, clock, interval, title, total)
+        let result =
+            try work reporter
+            with e ->
+                reporter.Fail e.Message
+                reraise ()
+        reporter.Finish()
+        result
+
+    let private runLive (title: string) (total: int64) (work: IProgressReporter -> 'a) : 'a =
+        let progress =
+            AnsiConsole
+                .Progress()
+                .AutoClear(false)
+                .HideCompleted(false)
+                .Columns(
+                    [| TaskDescriptionColumn() :> ProgressColumn
+                       ProgressBarColumn()
+                       PercentageColumn()
+                       ElapsedTimeColumn()
+                       RemainingTimeColumn()
+                       SpinnerColumn() |]
+                )
+        progress.Start(
+            Func<ProgressContext, 'a>(fun ctx ->
+                let task = ctx.AddTask(Markup.Escape title, true, (if total > 0L then float total else 1.0))
+                task.IsIndeterminate <- total <= 0L
+                let reporter =
+                    { new IProgressReporter with
+                        member _.Advance n = task.Increment(float n)
+                        member _.Status text = task.Description <- Markup.Escape(title + " · " + text)
+                        member _.Message text =
+                            AnsiConsole.MarkupLine(
+                                sprintf "[grey]%s[/] %s" (DateTime.Now.ToString("HH:mm:ss", CultureInfo.InvariantCulture)) (Markup.Escape text)
+                            ) }
+                let result = work reporter
+                task.StopTask()
+                result)
+        )
+
+    /// Runs `work` (which reports `total` units; 0 when unknown) with live progress on a terminal
+    /// and plain log lines on standard output otherwise.
+    let run (title: string) (total: int64) (work: IProgressReporter -> 'a) : 'a =
+        if isInteractive () then runLive title total work
+        else runPlain Console.Out (fun () -> DateTime.Now) defaultInterval title total work

@@ -1,0 +1,77 @@
+/// Plain (non-interactive) progress lines: format, rate limit, ETA, failures.
+module Prompting.Tests.Progress
+
+open System
+open System.IO
+open Expecto
+open Prompting
+
+/// A clock that moves only when told.
+type private FakeClock(start: DateTime) =
+    let mutable now = start
+    member _.Now() = now
+    member _.Tick(seconds: float) = now <- now.AddSeconds seconds
+
+let private lines (writer: StringWriter) =
+    writer.ToString().Replace("\r\n", "\n").TrimEnd('\n').Split('\n') |> List.ofArray
+
+let private start = DateTime(2026, 1, 2, 3, 4, 5)
+
+[<Tests>]
+let tests =
+    testList
+        "metrics.progress"
+        [ testCase "plain mode: timestamped, rate-limited lines with ETA; messages always shown"
+          <| fun () ->
+              let clock = FakeClock start
+              use out = new StringWriter()
+              let result =
+                  Progress.runPlain out clock.Now (TimeSpan.FromSeconds 5.0) "train" 100L (fun report ->
+                      report.Message "task 1/2 started"
+                      clock.Tick 1.0
+                      report.Advance 10 // 1 s after the last line: quiet
+                      report.Status "epoch 1/1"
+                      clock.Tick 5.0
+                      report.Advance 20 // 6 s: a progress line
+                      clock.Tick 1.0
+                      report.Advance 10 // quiet
+                      report.Message "task 1/2 finished"
+                      clock.Tick 3.0
+                      report.Advance 60 // 3 s after the message line: quiet
+                      42)
+              Expect.equal result 42 "result passed through"
+              Expect.equal
+                  (lines out)
+                  [ "2026-01-02 03:04:05 [train] started (100 to do)"
+                    "2026-01-02 03:04:05 [train] task 1/2 started"
+                    "2026-01-02 03:04:11 [train] 30/100 (30.0%), 5.0/s, elapsed 00:00:06, ETA 00:00:14 | epoch 1/1"
+                    "2026-01-02 03:04:12 [train] task 1/2 finished"
+                    "2026-01-02 03:04:15 [train] finished 100 in 00:00:10" ]
+                  "lines"
+
+          testCase "plain mode: unknown total shows count and rate only"
+          <| fun () ->
+              let clock = FakeClock start
+              use out = new StringWriter()
+              Progress.runPlain out clock.Now (TimeSpan.FromSeconds 2.0) "eval" 0L (fun report ->
+                  clock.Tick 4.0
+                  report.Advance 10)
+              Expect.equal
+                  (lines out)
+                  [ "2026-01-02 03:04:05 [eval] started"
+                    "2026-01-02 03:04:09 [eval] 10 done, 2.5/s, elapsed 00:00:04"
+                    "2026-01-02 03:04:09 [eval] finished 10 in 00:00:04" ]
+                  "lines"
+
+          testCase "plain mode: a failure is logged and re-raised"
+          <| fun () ->
+              let clock = FakeClock start
+              use out = new StringWriter()
+              Expect.throwsT<InvalidOperationException>
+                  (fun () ->
+                      Progress.runPlain out clock.Now (TimeSpan.FromSeconds 5.0) "train" 10L (fun report ->
+                          report.Advance 3
+                          clock.Tick 2.0
+                          raise (InvalidOperationException "out of\nmemory")))
+                  "re-raised"
+              Expect.equal (List.last (lines out)) "2026-01-02 03:04:07 [train] failed after 00:00:02 at 3: out of memory" "failure line" ]
