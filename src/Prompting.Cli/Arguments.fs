@@ -130,6 +130,72 @@ type ForwardArgs =
             | Device _ -> "cpu or cuda[:N] (default: cuda when available)."
             | Output _ -> ".npz with features, logits, aux_loss, loss (with --labels) and chosen."
 
+type RunArgs =
+    | [<AltCommandLine("-m")>] Method of name: string
+    | [<AltCommandLine("-b")>] Benchmark of name: string
+    | Data of path: string
+    | [<AltCommandLine("-c")>] Checkpoint of path: string
+    | Tasks of count: int
+    | Epochs of count: int
+    | Batch_Size of count: int
+    | Lr of rate: float
+    | Image_Size of pixels: int
+    | Seed of seed: int
+    | Device of name: string
+    | [<AltCommandLine("-o")>] Out of dir: string
+    | Train_Per_Class of count: int
+    | Test_Per_Class of count: int
+    | Config of path: string
+    | Scenario of kind: string
+    | Class_Order of order: string
+    | Heads of count: int
+    | Skip_Corrupt
+    | Unit_Range
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Method _ -> "prompt method or baseline (see `prompting methods`)."
+            | Benchmark _ -> "imagefolder, cifar10, cifar100, fashion-mnist or sequence (see `prompting benchmarks`)."
+            | Data _ -> "data directory or archive (imagefolder: DIR/{train,test}/<class>/)."
+            | Checkpoint _ -> "pretrained ViT checkpoint (safetensors or npz)."
+            | Tasks _ -> "number of tasks (default: the benchmark's)."
+            | Epochs _ -> "epochs per task (default: the method's recipe)."
+            | Batch_Size _ -> "batch size (default: the method's recipe, 128)."
+            | Lr _ -> "base learning rate (default: the method's recipe)."
+            | Image_Size _ -> "input resolution (default: the checkpoint's); lower is faster on a CPU."
+            | Seed _ -> "seed for class order, subsets, initialisation and shuffling (default 0)."
+            | Device _ -> "cpu or cuda[:N] (default: cuda when available)."
+            | Out _ -> "run directory (default runs/<method>-<benchmark>-s<seed>); an existing one is resumed."
+            | Train_Per_Class _ -> "seeded subset: training images per class."
+            | Test_Per_Class _ -> "seeded subset: test images per class."
+            | Config _ -> "run configuration JSON (as written to a run's config.json); flags override it."
+            | Scenario _ -> "class (default), task or joint."
+            | Class_Order _ -> "natural, seed:K (default seed:<seed>), or a file with one class index per line."
+            | Heads _ -> "attention heads of the checkpoint (default width / 64)."
+            | Skip_Corrupt -> "skip unreadable or non-image files (listed in the log) instead of stopping."
+            | Unit_Range -> "feed pixels in [0, 1] without normalisation (the CODA-Prompt code's convention)."
+
+type EvalArgs =
+    | [<Mandatory>] Run of dir: string
+    | Device of name: string
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Run _ -> "run directory to evaluate again from its saved per-task state."
+            | Device _ -> "cpu or cuda[:N]."
+
+type ReportArgs =
+    | [<MainCommand; Mandatory>] Runs of dirs: string list
+    | [<AltCommandLine("-o")>] Output of path: string
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Runs _ -> "run directories to compare (methods x seeds)."
+            | Output _ -> "HTML comparison report (default comparison.html)."
+
 [<RequireSubcommand>]
 type CliArgs =
     | [<CliPrefix(CliPrefix.None)>] Predict of ParseResults<PredictArgs>
@@ -138,6 +204,10 @@ type CliArgs =
     | [<CliPrefix(CliPrefix.None)>] Create of ParseResults<CreateArgs>
     | [<CliPrefix(CliPrefix.None)>] Methods of ParseResults<MethodsArgs>
     | [<CliPrefix(CliPrefix.None)>] Forward of ParseResults<ForwardArgs>
+    | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<RunArgs>
+    | [<CliPrefix(CliPrefix.None)>] Eval of ParseResults<EvalArgs>
+    | [<CliPrefix(CliPrefix.None)>] Benchmarks
+    | [<CliPrefix(CliPrefix.None)>] Report of ParseResults<ReportArgs>
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -148,3 +218,7 @@ type CliArgs =
             | Create _ -> "write a randomly initialised ViT checkpoint (a preset or a custom size)."
             | Methods _ -> "list the prompt methods with their trainable parameter counts."
             | Forward _ -> "run a prompted model on an array: features, logits and losses (for side-by-side checks)."
+            | Run _ -> "train and evaluate a method on a continual benchmark (resumable)."
+            | Eval _ -> "evaluate a run again from its saved state."
+            | Benchmarks -> "list the benchmarks."
+            | Report _ -> "compare runs: a table and an HTML report."

@@ -15,6 +15,10 @@ let run (argv: string[]) =
         | Create args -> Commands.Create.run args
         | Methods args -> Commands.Methods.list args
         | Forward args -> Commands.Methods.forward args
+        | Run args -> Commands.Run.run args
+        | Eval args -> Commands.Run.eval args
+        | Benchmarks -> Commands.Run.benchmarks ()
+        | Report args -> Commands.Run.report args
     with
     | :? ArguParseException as e when e.ErrorCode = ErrorCode.HelpText ->
         printfn "%s" e.Message

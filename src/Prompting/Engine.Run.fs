@@ -15,12 +15,11 @@ type RunProgress =
     { CompletedTasks: int
       /// Epochs finished of task CompletedTasks (0 when it has not started).
       EpochsDone: int
-      /// Rows of the class-incremental accuracy matrix, one per completed task.
-      Accuracy: float list list
-      TaskAccuracy: float list list
-      PromptChoice: float list list
+      /// Row i: the evaluation of every task j <= i after training task i.
+      Evaluations: Evaluation list list
       EpochLosses: float list list
       TrainSeconds: float
+      TrainableParameters: int64
       /// Trainable state and optimiser files of the last finished epoch (relative to the run).
       EpochState: string option
       EpochOptimizers: string list }
@@ -32,6 +31,15 @@ type BatchProvider =
       /// Evaluation batches in order, with the evaluation transform.
       Eval: Sample[] -> Batch seq
       BatchesPerEpoch: Sample[] -> int }
+
+/// What a run reports while it works: notable events, training steps, finished tasks.
+type RunEvents =
+    { Message: string -> unit
+      Step: unit -> unit
+      TaskDone: RunProgress -> unit }
+
+module RunEvents =
+    let silent = { Message = ignore; Step = ignore; TaskDone = ignore }
 
 /// What a finished run hands back (also written to the run directory).
 type RunOutcome =
@@ -59,8 +67,8 @@ module Run =
           CheckpointSha256: string }
 
     let private emptyProgress =
-        { CompletedTasks = 0; EpochsDone = 0; Accuracy = []; TaskAccuracy = []; PromptChoice = []; EpochLosses = []
-          TrainSeconds = 0.0; EpochState = None; EpochOptimizers = [] }
+        { CompletedTasks = 0; EpochsDone = 0; Evaluations = []; EpochLosses = []
+          TrainSeconds = 0.0; TrainableParameters = 0L; EpochState = None; EpochOptimizers = [] }
 
     let private writeText path (text: string) = Files.writeAtomic path (fun tmp -> File.WriteAllText(tmp, text))
 
@@ -97,7 +105,8 @@ module Run =
 
     /// Runs (or resumes) every task: train, end-of-task lifecycle, save state, evaluate all seen tasks.
     let execute (config: RunConfig) (dir: string) (scenario: Scenario) (batches: BatchProvider)
-                (device: torch.Device) (log: string -> unit) =
+                (device: torch.Device) (events: RunEvents) =
+        let log = events.Message
         let mutable progress = prepare config dir
         let saveProgress () = writeText (progressFile dir) (Json.serialize progress)
         torch.manual_seed (int64 config.Seed) |> ignore
@@ -106,6 +115,7 @@ module Run =
         use model = PromptedModel.build config.Method scenario.Layout backbone
         model.``to`` device |> ignore
         let trainable = model.TrainableParameters() |> List.sumBy (fun (_, p) -> p.numel ())
+        progress <- { progress with TrainableParameters = trainable }
         let stats = ClassStatistics()
         loadStatistics dir stats
         // Resume: the state of the last completed task, then that of the last finished epoch.
@@ -153,7 +163,7 @@ module Run =
                 torch.manual_seed (seedFor config t (epoch + 1)) |> ignore
             torch.manual_seed (seedFor config t firstEpoch) |> ignore
             Trainer.trainTask model config.Training device (batches.BatchesPerEpoch task.Train)
-                (fun epoch -> batches.Train task.Train epoch) firstEpoch restore epochDone
+                (fun epoch -> batches.Train task.Train epoch) firstEpoch restore events.Step epochDone
             // End of task: class statistics of the prompted features (VQ-Prompt, SimpleCIL).
             if model.Method.Head = PrototypeHead || model.Method.Recalibration.IsSome then
                 use _ = torch.no_grad ()
@@ -167,8 +177,8 @@ module Run =
                 Lifecycle.endTask model stats config.Training.BatchSize
                 saveStatistics dir stats
             TrainableState.save (taskStateFile dir t) model
-            let results = [ for j in 0 .. t -> Evaluation.evaluateTask model device scenario.Tasks[j] (batches.Eval scenario.Tasks[j].Test) ]
-            let row (f: TaskAccuracy -> float) = results |> List.map f
+            let results = [ for j in 0 .. t -> Evaluate.evaluateTask model device scenario.Tasks[j] (batches.Eval scenario.Tasks[j].Test) ]
+            let row (f: Evaluation -> float) = results |> List.map f
             let leftovers = progress.EpochState :: (progress.EpochOptimizers |> List.map Some) |> List.choose id
             progress <-
                 { progress with
@@ -176,11 +186,10 @@ module Run =
                     EpochsDone = 0
                     EpochState = None
                     EpochOptimizers = []
-                    Accuracy = progress.Accuracy @ [ row (fun r -> r.ClassIncremental) ]
-                    TaskAccuracy = progress.TaskAccuracy @ [ row (fun r -> r.TaskIncremental) ]
-                    PromptChoice = progress.PromptChoice @ [ results |> List.map (fun r -> defaultArg r.PromptChoice nan) ]
+                    Evaluations = progress.Evaluations @ [ results ]
                     TrainSeconds = progress.TrainSeconds + clock.Elapsed.TotalSeconds }
             saveProgress ()
             for p in leftovers do try File.Delete(Path.Combine(dir, p)) with _ -> ()
+            events.TaskDone progress
             log (sprintf "after task %d: accuracy %s" (t + 1) (String.Join(" ", row (fun r -> r.ClassIncremental) |> List.map (sprintf "%.1f"))))
         { Directory = dir; Progress = progress; TrainableParameters = trainable }

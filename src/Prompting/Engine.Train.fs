@@ -47,6 +47,7 @@ module Trainer =
     let trainTask (model: PromptedModel) (t: Training) (device: torch.Device) (perEpoch: int)
                   (batches: int -> Batch seq) (firstEpoch: int)
                   (restore: torch.optim.Optimizer list -> unit)
+                  (stepDone: unit -> unit)
                   (epochDone: int -> float -> torch.optim.Optimizer list -> unit) =
         let trainable = model.TrainableParameters()
         if trainable.IsEmpty then
@@ -83,22 +84,14 @@ module Trainer =
                         for o, _ in optimizers do o.step () |> ignore
                         total.add_ (loss.detach ()) |> ignore
                         steps <- steps + 1
+                        stepDone ()
                     let mean = if steps = 0 then nan else total.item<float32> () |> float |> fun s -> s / float steps
                     epochDone epoch mean (optimizers |> List.map fst)
             finally
                 for o, _ in optimizers do o.Dispose()
                 model.eval ()
 
-/// Accuracy of a model on one task's test data.
-type TaskAccuracy =
-    { /// Class-incremental: argmax over every class seen so far (%).
-      ClassIncremental: float
-      /// Task-incremental: argmax within the task's own classes (%).
-      TaskIncremental: float
-      /// For task-keyed pools: how often the chosen entry is the sample's task (%).
-      PromptChoice: float option }
-
-module Evaluation =
+module Evaluate =
     /// Whether the method's choices can be scored against tasks (one pool entry per task).
     let private taskKeyed (m: Method) =
         m.Groups |> List.exists (fun g -> match g.Source with Keyed k -> k.TrainWithTaskId | _ -> false)
@@ -125,6 +118,6 @@ module Evaluation =
             | _ -> ()
             total <- total + n
         let pct (k: int64) = if total = 0L then nan else 100.0 * float k / float total
-        { ClassIncremental = pct classIl
-          TaskIncremental = pct taskIl
-          PromptChoice = if taskKeyed model.Method then Some(pct choice) else None }
+        ({ ClassIncremental = pct classIl
+           TaskIncremental = pct taskIl
+           PromptChoice = if taskKeyed model.Method then Some(pct choice) else None }: Evaluation)

@@ -62,7 +62,7 @@ let private config (method: Method) =
 
 let private run (cfg: RunConfig) (dir: string) (log: string -> unit) =
     let scenario = Scenario.build cfg.Scenario cfg.Tasks cfg.ClassOrder (syntheticDataset ())
-    Run.execute cfg dir scenario (provider cfg.ImageSize cfg.Training.BatchSize) torch.CPU log
+    Run.execute cfg dir scenario (provider cfg.ImageSize cfg.Training.BatchSize) torch.CPU { RunEvents.silent with Message = log }
 
 exception private Killed
 
@@ -81,10 +81,10 @@ let tests =
               let dir = tempDir ()
               let outcome = run (config Methods.linear) dir ignore
               Expect.equal outcome.Progress.CompletedTasks 2 "two tasks"
-              Expect.equal (outcome.Progress.Accuracy |> List.map List.length) [ 1; 2 ] "lower-triangular rows"
+              Expect.equal (outcome.Progress.Evaluations |> List.map List.length) [ 1; 2 ] "lower-triangular rows"
               Expect.isTrue (File.Exists(Run.taskStateFile dir 1)) "per-task state"
               // A linear probe on colour classes learns something: better than chance on task 1.
-              Expect.isGreaterThan outcome.Progress.TaskAccuracy[1].[1] 50.0 "task-IL accuracy above chance"
+              Expect.isGreaterThan outcome.Progress.Evaluations[1].[1].TaskIncremental 50.0 "task-IL accuracy above chance"
           }
 
           test "killed mid-run, the same command resumes and reaches the same result" {
@@ -98,7 +98,7 @@ let tests =
                       if epochs = 3 then raise Killed
               Expect.throwsT<Killed> (fun () -> run cfg dir killer |> ignore) "interrupted in task 2"
               let resumed = run cfg dir ignore
-              Expect.equal resumed.Progress.Accuracy reference.Progress.Accuracy "same accuracy matrix"
+              Expect.equal resumed.Progress.Evaluations reference.Progress.Evaluations "same accuracy matrix"
               Expect.equal resumed.Progress.EpochLosses reference.Progress.EpochLosses "same losses"
           }
 
