@@ -49,7 +49,8 @@ module Experiment =
 
     /// Decoding and augmentation through the parallel loader, with the backbone's preprocessing.
     let provider (c: RunConfig) : BatchProvider =
-        let options = { LoaderOptions.Defaults with BatchSize = c.Training.BatchSize; Seed = c.Seed }
+        // Two batches ahead: what Runtime.noCollection budgets for while a step runs.
+        let options = { LoaderOptions.Defaults with BatchSize = c.Training.BatchSize; Seed = c.Seed; Prefetch = 2 }
         let train = Transforms.training c.Normalisation Preprocessing.augreg c.ImageSize
         let eval = Transforms.evaluation c.Normalisation Preprocessing.augreg c.ImageSize
         { Train = fun samples epoch -> Loader.epoch { options with Shuffle = true } train samples epoch

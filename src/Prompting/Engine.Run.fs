@@ -169,6 +169,7 @@ module Run =
                 use _ = torch.no_grad ()
                 model.eval ()
                 for batch in batches.Eval task.Train do
+                    use _ = Runtime.noCollection (Runtime.stepBudget batch.Count batch.Size 4)
                     use scope = torch.NewDisposeScope()
                     let x = torch.tensor(batch.Pixels, ReadOnlySpan<int64> batch.Shape).``to`` device
                     let output = model.Forward(x, false)

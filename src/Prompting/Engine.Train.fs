@@ -70,6 +70,7 @@ module Trainer =
                     use total = torch.zeros ([||], device = device)
                     let mutable steps = 0
                     for iteration, batch in Seq.indexed (batches epoch) do
+                        use _ = Runtime.noCollection (Runtime.stepBudget batch.Count batch.Size 4)
                         use scope = torch.NewDisposeScope()
                         for o, r in optimizers do
                             let lr = Schedules.rateAt t r epoch iteration perEpoch
@@ -103,6 +104,7 @@ module Evaluate =
         model.eval ()
         use _ = torch.no_grad ()
         for batch in batches do
+            use _ = Runtime.noCollection (Runtime.stepBudget batch.Count batch.Size 4)
             use scope = torch.NewDisposeScope()
             let n = int64 batch.Count
             let x = torch.tensor(batch.Pixels, ReadOnlySpan<int64> batch.Shape).``to`` device
