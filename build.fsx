@@ -54,7 +54,9 @@ let cli = Path.Combine(root, "src", "Prompting.Cli", "bin", configuration, "net1
 /// Counts from Expecto's summary line: passed, ignored, failed + errored.
 let expecto () =
     let exe = Path.Combine(root, "tests", "Prompting.Tests", "bin", configuration, "net10.0", "Prompting.Tests.dll")
-    let code, output = run true "dotnet" [ exe; "--colours"; "0"; "--no-spinner" ]
+    // Sequenced: parallel tests allocate while others are inside libtorch calls, which exposes
+    // TorchSharp's finalizer race on native handles (see src/Prompting/Runtime.fs).
+    let code, output = run true "dotnet" [ exe; "--colours"; "0"; "--no-spinner"; "--sequenced" ]
     let m = Regex.Match(output, @"(\d+) passed, (\d+) ignored, (\d+) failed, (\d+) errored")
     if not m.Success then
         eprintfn "build: Expecto exited with %d without a summary line" code
