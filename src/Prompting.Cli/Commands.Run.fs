@@ -56,13 +56,10 @@ let configure (args: ParseResults<RunArgs>) : RunConfig =
         | None, Some c -> c.Scenario
         | None, None -> ClassIncremental
     let tasks =
-        match args.TryGetResult RunArgs.Tasks, fromFile with
-        | Some t, _ -> t
-        | None, Some c -> c.Tasks
-        | None, None -> if scenario = Joint then 1 else max 1 benchmark.DefaultTasks
-    if scenario = Joint && args.Contains RunArgs.Tasks && tasks <> 1 then
-        Errors.fail "--scenario joint trains one task, but --tasks %d was given" tasks
-    let tasks = if scenario = Joint then 1 else tasks
+        Configure.tasks scenario (args.TryGetResult RunArgs.Tasks)
+            (match fromFile with
+             | Some c -> c.Tasks
+             | None -> Configure.defaultTasks scenario benchmark)
     let methodName =
         match args.TryGetResult RunArgs.Method, fromFile with
         | Some m, _ -> Some m
@@ -78,7 +75,7 @@ let configure (args: ParseResults<RunArgs>) : RunConfig =
         | Some c, _ -> c
         | None, Some c -> c.Checkpoint
         | None, None -> Errors.fail "run: --checkpoint is required"
-    if not (File.Exists checkpoint) then Errors.fail "%s: checkpoint not found" checkpoint
+    Configure.requireCheckpoint checkpoint
     let heads = args.TryGetResult RunArgs.Heads |> Option.orElse (fromFile |> Option.bind (fun c -> c.Heads))
     let seed = args.GetResult(RunArgs.Seed, defaultValue = (fromFile |> Option.map (fun c -> c.Seed) |> Option.defaultValue 0))
     let recipe =
@@ -86,15 +83,12 @@ let configure (args: ParseResults<RunArgs>) : RunConfig =
         | Some c when methodName.IsNone || methodName = Some c.Method.Name -> c.Training
         | _ -> Recipes.forMethod method.Name
     let training =
-        { recipe with
-            Epochs = args.GetResult(RunArgs.Epochs, defaultValue = recipe.Epochs)
-            BatchSize = args.GetResult(RunArgs.Batch_Size, defaultValue = recipe.BatchSize)
-            LearningRate = args.GetResult(RunArgs.Lr, defaultValue = recipe.LearningRate) }
+        Configure.training recipe (args.TryGetResult RunArgs.Epochs) (args.TryGetResult RunArgs.Batch_Size) (args.TryGetResult RunArgs.Lr)
     let imageSize =
         match args.TryGetResult RunArgs.Image_Size, fromFile with
         | Some s, _ -> s
         | None, Some c -> c.ImageSize
-        | None, None -> (Checkpoint.read checkpoint heads).Config.ImageSize
+        | None, None -> Configure.checkpointImageSize checkpoint heads
     { Method = method
       Benchmark = benchmarkName
       Data = args.TryGetResult RunArgs.Data |> Option.orElse (fromFile |> Option.bind (fun c -> c.Data))

@@ -9,6 +9,83 @@ open Prompting.Data
 open Prompting.Vit
 open Prompting.Prompts
 
+/// A run asked for by names and values, as the CLI's flags (without a configuration file) and the
+/// C# facade give it; `Configure.request` turns it into a RunConfig.
+type RunRequest =
+    { Method: string
+      Benchmark: string
+      Data: string option
+      Checkpoint: string
+      Heads: int option
+      /// None: the benchmark's default (1 for Joint).
+      Tasks: int option
+      Scenario: ScenarioKind
+      Epochs: int option
+      BatchSize: int option
+      LearningRate: float option
+      /// None: the checkpoint's resolution.
+      ImageSize: int option
+      /// None: shuffled with the seed.
+      ClassOrder: ClassOrder option
+      TrainPerClass: int option
+      TestPerClass: int option
+      Normalisation: PixelScale
+      Seed: int
+      SkipCorrupt: bool }
+
+/// The pure steps of building a RunConfig, shared by the CLI's `run` and the C# facade.
+module Configure =
+    /// The task count when none is given: the benchmark's default, 1 for joint training.
+    let defaultTasks (scenario: ScenarioKind) (benchmark: BenchmarkInfo) =
+        if scenario = Joint then 1 else max 1 benchmark.DefaultTasks
+
+    /// The task count: `requested` or `fallback`; joint training is one task (an explicit other
+    /// count is an error).
+    let tasks (scenario: ScenarioKind) (requested: int option) (fallback: int) =
+        let tasks = defaultArg requested fallback
+        if scenario = Joint && requested.IsSome && tasks <> 1 then
+            Errors.fail "--scenario joint trains one task, but --tasks %d was given" tasks
+        if scenario = Joint then 1 else tasks
+
+    /// The recipe with the epochs, batch size and learning rate given.
+    let training (recipe: Training) (epochs: int option) (batchSize: int option) (learningRate: float option) =
+        { recipe with
+            Epochs = defaultArg epochs recipe.Epochs
+            BatchSize = defaultArg batchSize recipe.BatchSize
+            LearningRate = defaultArg learningRate recipe.LearningRate }
+
+    /// The checkpoint's own input resolution.
+    let checkpointImageSize (checkpoint: string) (heads: int option) =
+        (Checkpoint.read checkpoint heads).Config.ImageSize
+
+    /// Fails unless the checkpoint file exists.
+    let requireCheckpoint (checkpoint: string) =
+        if not (File.Exists checkpoint) then Errors.fail "%s: checkpoint not found" checkpoint
+
+    /// A RunConfig from a request, with the method's recipe: what `prompting run` builds from the
+    /// same flags without --config.
+    let request (r: RunRequest) : RunConfig =
+        let benchmark = Benchmarks.find r.Benchmark
+        let tasks = tasks r.Scenario r.Tasks (defaultTasks r.Scenario benchmark)
+        let method = Methods.find r.Method tasks
+        requireCheckpoint r.Checkpoint
+        let recipe = Recipes.forMethod method.Name
+        { Method = method
+          Benchmark = benchmark.Name
+          Data = r.Data
+          Checkpoint = r.Checkpoint
+          Heads = r.Heads
+          ImageSize = (match r.ImageSize with Some s -> s | None -> checkpointImageSize r.Checkpoint r.Heads)
+          Tasks = tasks
+          Scenario = r.Scenario
+          ClassOrder = defaultArg r.ClassOrder (Shuffled r.Seed)
+          TrainPerClass = r.TrainPerClass
+          TestPerClass = r.TestPerClass
+          Training = training recipe r.Epochs r.BatchSize r.LearningRate
+          Normalisation = r.Normalisation
+          Seed = r.Seed
+          SkipCorrupt = r.SkipCorrupt }
+
 /// A whole experiment from a RunConfig: data, scenario, training with resumption, metrics and report.
 module Experiment =
     let metricsFile dir = Path.Combine(dir, "metrics.json")

@@ -442,7 +442,7 @@ public sealed class VitModelTests
         const BindingFlags visible = BindingFlags.Public | BindingFlags.Instance | BindingFlags.Static | BindingFlags.DeclaredOnly;
         var types = facade.GetExportedTypes();
         Assert.Equal(
-            ["ImagePrediction", "PromptingException", "VitLoadOptions", "VitModel"],
+            ["Experiment", "ExperimentOptions", "ExperimentResult", "ExperimentScenario", "ImagePrediction", "PromptingException", "TrainedModel", "VitLoadOptions", "VitModel"],
             types.Select(t => t.Name).Order());
         foreach (var type in types)
         {
