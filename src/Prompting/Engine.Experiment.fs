@@ -159,6 +159,8 @@ module Experiment =
     /// Runs or resumes the experiment in `dir`; log lines also go to dir/log.txt.
     let run (c: RunConfig) (dir: string) (device: torch.Device) =
         validate c
+        // Before any data is read or logged: a refused resume leaves the directory untouched.
+        Run.checkResumable c dir
         Directory.CreateDirectory dir |> ignore
         let logPath = Run.logFile dir
         let append (line: string) = File.AppendAllText(logPath, sprintf "%s %s%s" (DateTime.Now.ToString "yyyy-MM-dd HH:mm:ss") line Environment.NewLine)

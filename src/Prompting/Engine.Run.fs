@@ -72,15 +72,13 @@ module Run =
 
     let private writeText path (text: string) = Files.writeAtomic path (fun tmp -> File.WriteAllText(tmp, text))
 
-    /// Creates the run directory, or checks that an existing one was made with the same
-    /// configuration; returns the progress to resume from.
-    let prepare (config: RunConfig) (dir: string) =
-        Directory.CreateDirectory(stateDir dir) |> ignore
-        let recorded =
+    let private recordedJson (config: RunConfig) =
+        Json.serialize
             { Config = config
               CheckpointFile = Path.GetFileName config.Checkpoint
               CheckpointSha256 = sha256 config.Checkpoint }
-        let json = Json.serialize recorded
+
+    let private refuseDifferent (dir: string) (json: string) =
         if File.Exists(configFile dir) then
             let existing = File.ReadAllText(configFile dir)
             match Json.differences existing json with
@@ -88,7 +86,17 @@ module Run =
             | diffs ->
                 Errors.fail "%s: this run was started with a different configuration (%s); use another --out or the original options"
                     dir (String.Join("; ", diffs |> List.truncate 6))
-        else writeText (configFile dir) json
+
+    /// Fails, touching nothing, when `dir` holds a run made with a different configuration.
+    let checkResumable (config: RunConfig) (dir: string) = refuseDifferent dir (recordedJson config)
+
+    /// Creates the run directory, or checks that an existing one was made with the same
+    /// configuration; returns the progress to resume from.
+    let prepare (config: RunConfig) (dir: string) =
+        let json = recordedJson config
+        refuseDifferent dir json
+        Directory.CreateDirectory(stateDir dir) |> ignore
+        if not (File.Exists(configFile dir)) then writeText (configFile dir) json
         if File.Exists(progressFile dir) then
             Json.deserialize<RunProgress> (progressFile dir) (File.ReadAllText(progressFile dir))
         else emptyProgress
