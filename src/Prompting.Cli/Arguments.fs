@@ -170,7 +170,7 @@ type RunArgs =
             | Train_Per_Class _ -> "seeded subset: training images per class."
             | Test_Per_Class _ -> "seeded subset: test images per class."
             | Config _ -> "run configuration JSON (as written to a run's config.json); flags override it."
-            | Scenario _ -> "class (default), task or joint."
+            | Scenario _ -> "class (default), task, domain (benchmark domains) or joint."
             | Class_Order _ -> "natural, seed:K (default seed:<seed>), or a file with one class index per line."
             | Heads _ -> "attention heads of the checkpoint (default width / 64)."
             | Skip_Corrupt -> "skip unreadable or non-image files (listed in the log) instead of stopping."

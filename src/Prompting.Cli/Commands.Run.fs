@@ -52,13 +52,16 @@ let configure (args: ParseResults<RunArgs>) : RunConfig =
         | Some "class", _ -> ClassIncremental
         | Some "task", _ -> TaskIncremental
         | Some "joint", _ -> Joint
-        | Some other, _ -> Errors.fail "--scenario %s: expected class, task or joint" other
+        | Some "domain", _ -> DomainIncremental
+        | Some other, _ -> Errors.fail "--scenario %s: expected class, task, domain or joint" other
         | None, Some c -> c.Scenario
-        | None, None -> ClassIncremental
+        | None, None -> if benchmarkName = "domains" then DomainIncremental else ClassIncremental
     let tasks =
         Configure.tasks scenario (args.TryGetResult RunArgs.Tasks)
             (match fromFile with
              | Some c -> c.Tasks
+             | None when benchmarkName = "domains" ->
+                 Benchmarks.domainDirectories (args.TryGetResult RunArgs.Data) |> List.length
              | None -> Configure.defaultTasks scenario benchmark)
     let methodName =
         match args.TryGetResult RunArgs.Method, fromFile with

@@ -22,6 +22,8 @@ module Benchmarks =
             Data = "the binary version (directory or .tar.gz); downloaded to the cache without --data" }
           { Name = "fashion-mnist"; Description = "Fashion-MNIST (10 classes of 28x28 grey images; 5 x 2)"; DefaultTasks = 5
             Data = "the IDX files; /usr/share/datasets/fashion-mnist (apt-get install dataset-fashion-mnist) or the cache otherwise" }
+          { Name = "domains"; Description = "domain-incremental: DIR/<domain>/{train,test}/<class>/, one task per domain (sorted), same classes"; DefaultTasks = 0
+            Data = "required: the directory of domains" }
           { Name = "sequence"; Description = "5-datasets style: each dataset one task, e.g. --data cifar10=DIR,fashion-mnist=DIR"; DefaultTasks = 0
             Data = "required: NAME=PATH pairs separated by commas" } ]
 
@@ -58,6 +60,7 @@ module Benchmarks =
             let system = "/usr/share/datasets/fashion-mnist"
             if Directory.Exists system then Idx.fashionMnist system else Download.loadFashionMnist (Download.defaults ())
         | "sequence", _ -> Errors.fail "sequence: nested sequences are not supported"
+        | "domains", _ -> Errors.fail "domains: a domain is an image folder, not a benchmark"
         | other, _ -> (find other |> ignore; Errors.fail "benchmark %s: cannot be loaded" other)
 
     /// The datasets of a sequence benchmark: "name=path,name=path".
@@ -69,3 +72,13 @@ module Benchmarks =
                   match part.Split('=', 2) with
                   | [| name; path |] -> name.Trim().ToLowerInvariant(), Some(path.Trim())
                   | _ -> Errors.fail "sequence: expected NAME=PATH, got %s" part ]
+
+    /// The domains of a domain-incremental benchmark: the sub-directories of --data, sorted.
+    let domainDirectories (data: string option) =
+        match data with
+        | None -> Errors.fail "domains: --data DIR is required (DIR/<domain>/{train,test}/<class>/)"
+        | Some dir ->
+            if not (Directory.Exists dir) then Errors.fail "domains: --data %s is not a directory" dir
+            let subdirs = Directory.GetDirectories dir |> Array.sortWith (fun a b -> System.String.CompareOrdinal(a, b))
+            if subdirs.Length = 0 then Errors.fail "domains: %s has no domain sub-directories" dir
+            List.ofArray subdirs

@@ -117,6 +117,15 @@ module Experiment =
             if not skipped.IsEmpty then
                 log (sprintf "skipped %d unreadable files (--skip-corrupt), e.g. %s: %s" skipped.Length skipped.Head.Path skipped.Head.Reason)
         match c.Benchmark with
+        | "domains" ->
+            if c.Scenario <> DomainIncremental then Errors.fail "domains: use --scenario domain (one task per domain)"
+            let domains =
+                [ for dir in Benchmarks.domainDirectories c.Data ->
+                      let domain = Benchmarks.loadNamed "imagefolder" (Some dir) c.SkipCorrupt reportSkipped |> subset c
+                      { domain with Name = Path.GetFileName dir } ]
+            if domains.Length <> c.Tasks then
+                Errors.fail "domains: %d domain directories but --tasks %d" domains.Length c.Tasks
+            Scenario.ofDomains domains
         | "sequence" ->
             let datasets = [ for name, path in Benchmarks.sequenceParts c.Data -> Benchmarks.loadNamed name path c.SkipCorrupt reportSkipped |> subset c ]
             Scenario.ofDatasets datasets

@@ -78,7 +78,7 @@ module Scenario =
         let shift offset (samples: Sample[]) = samples |> Array.map (fun s -> { s with Label = s.Label + offset })
         { Kind = ClassIncremental
           ClassNames = datasets |> List.collect (fun d -> d.ClassNames |> Array.map (fun n -> d.Name + "/" + n) |> List.ofArray) |> Array.ofList
-          Layout = { ClassesPerTask = datasets |> List.map (fun d -> d.ClassNames.Length) }
+          Layout = TaskLayout.ofSizes (datasets |> List.map (fun d -> d.ClassNames.Length))
           Tasks =
             datasets
             |> List.mapi (fun t d ->
@@ -88,3 +88,21 @@ module Scenario =
                   Train = shift offset d.Train
                   Test = shift offset d.Test })
             |> Array.ofList }
+
+    /// Domain-incremental: each dataset is a domain (one task) over the same classes.
+    let ofDomains (domains: Dataset list) =
+        match domains with
+        | [] -> Errors.fail "a domain-incremental scenario needs at least one domain"
+        | first :: _ ->
+            for d in domains do
+                if d.ClassNames <> first.ClassNames then
+                    Errors.fail "domain %s: classes differ from domain %s's (%s vs %s)" d.Name first.Name
+                        (String.concat "," d.ClassNames) (String.concat "," first.ClassNames)
+            let classes = first.ClassNames.Length
+            { Kind = DomainIncremental
+              ClassNames = first.ClassNames
+              Layout = TaskLayout.domains domains.Length classes
+              Tasks =
+                domains
+                |> List.mapi (fun t d -> { Index = t; Classes = [| 0 .. classes - 1 |]; Train = d.Train; Test = d.Test })
+                |> Array.ofList }

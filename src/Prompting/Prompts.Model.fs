@@ -5,20 +5,29 @@ open Prompting
 open Prompting.Vit
 
 /// The classes of each task, contiguous in task order: task t owns [offset t, offset t + count t).
+/// With SharedClasses (domain-incremental) every task has all the classes.
 type TaskLayout =
-    { ClassesPerTask: int list }
+    { ClassesPerTask: int list
+      SharedClasses: bool }
 
 module TaskLayout =
     /// `tasks` tasks sharing `classes` classes as evenly as possible (earlier tasks get the rest).
     let uniform tasks classes =
         if tasks <= 0 || classes < tasks then Errors.fail "cannot split %d classes into %d tasks" classes tasks
-        { ClassesPerTask = [ for t in 0 .. tasks - 1 -> classes / tasks + (if t < classes % tasks then 1 else 0) ] }
+        { ClassesPerTask = [ for t in 0 .. tasks - 1 -> classes / tasks + (if t < classes % tasks then 1 else 0) ]
+          SharedClasses = false }
+    /// Domain-incremental: `tasks` domains over the same `classes` classes.
+    let domains tasks classes =
+        if tasks <= 0 || classes <= 0 then Errors.fail "cannot make %d domains of %d classes" tasks classes
+        { ClassesPerTask = List.replicate tasks classes; SharedClasses = true }
+    /// Disjoint task sizes (a 5-datasets style sequence).
+    let ofSizes (sizes: int list) = { ClassesPerTask = sizes; SharedClasses = false }
     let tasks (l: TaskLayout) = l.ClassesPerTask.Length
-    let total (l: TaskLayout) = List.sum l.ClassesPerTask
-    let offset (l: TaskLayout) t = l.ClassesPerTask |> List.take t |> List.sum
+    let total (l: TaskLayout) = if l.SharedClasses then l.ClassesPerTask.Head else List.sum l.ClassesPerTask
+    let offset (l: TaskLayout) t = if l.SharedClasses then 0 else l.ClassesPerTask |> List.take t |> List.sum
     let count (l: TaskLayout) t = l.ClassesPerTask[t]
     /// Classes seen once task t has been learned.
-    let seen (l: TaskLayout) t = offset l (t + 1)
+    let seen (l: TaskLayout) t = if l.SharedClasses then total l else offset l (t + 1)
 
 /// One forward pass of a prompted model.
 [<NoEquality; NoComparison>]

@@ -102,6 +102,24 @@ let tests =
               Expect.equal resumed.Progress.EpochLosses reference.Progress.EpochLosses "same losses"
           }
 
+          test "domain-incremental: every task has all classes, evaluation over all of them" {
+              let bright = syntheticDataset ()
+              let dim =
+                  { bright with
+                      Name = "dim"
+                      Train = bright.Train |> Array.map (fun s -> { s with Load = fun () -> let i = s.Load() in { i with Pixels = i.Pixels |> Array.map (fun v -> v / 2uy) } })
+                      Test = bright.Test |> Array.map (fun s -> { s with Load = fun () -> let i = s.Load() in { i with Pixels = i.Pixels |> Array.map (fun v -> v / 2uy) } }) }
+              let scenario = Scenario.ofDomains [ { bright with Name = "bright" }; dim ]
+              Expect.equal (TaskLayout.total scenario.Layout) 4 "one head over the shared classes"
+              Expect.equal (TaskLayout.seen scenario.Layout 0) 4 "all classes seen from the first domain on"
+              Expect.equal (scenario.Tasks |> Array.map (fun t -> t.Classes)) [| [| 0 .. 3 |]; [| 0 .. 3 |] |] "classes per domain"
+              let cfg = { config Methods.linear with Scenario = DomainIncremental }
+              let outcome = Run.execute cfg (tempDir ()) scenario (provider cfg.ImageSize cfg.Training.BatchSize) torch.CPU RunEvents.silent
+              Expect.equal (outcome.Progress.Evaluations |> List.map List.length) [ 1; 2 ] "two domains evaluated"
+              let mismatched = { dim with ClassNames = [| "a"; "b"; "c"; "d" |] }
+              Expect.throwsT<PromptingError> (fun () -> Scenario.ofDomains [ bright; mismatched ] |> ignore) "domains must share classes"
+          }
+
           test "resuming with a changed configuration is refused, naming the difference" {
               let dir = tempDir ()
               let cfg = config Methods.linear
