@@ -186,6 +186,14 @@ type EvalArgs =
             | Run _ -> "run directory to evaluate again from its saved per-task state."
             | Device _ -> "cpu or cuda[:N]."
 
+type BenchmarksArgs =
+    | Names_Only
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Names_Only -> "print only the benchmark names."
+
 type ReportArgs =
     | [<MainCommand; Mandatory>] Runs of dirs: string list
     | [<AltCommandLine("-o")>] Output of path: string
@@ -206,7 +214,7 @@ type CliArgs =
     | [<CliPrefix(CliPrefix.None)>] Forward of ParseResults<ForwardArgs>
     | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<RunArgs>
     | [<CliPrefix(CliPrefix.None)>] Eval of ParseResults<EvalArgs>
-    | [<CliPrefix(CliPrefix.None)>] Benchmarks
+    | [<CliPrefix(CliPrefix.None)>] Benchmarks of ParseResults<BenchmarksArgs>
     | [<CliPrefix(CliPrefix.None)>] Report of ParseResults<ReportArgs>
 
     interface IArgParserTemplate with
@@ -220,5 +228,5 @@ type CliArgs =
             | Forward _ -> "run a prompted model on an array: features, logits and losses (for side-by-side checks)."
             | Run _ -> "train and evaluate a method on a continual benchmark (resumable)."
             | Eval _ -> "evaluate a run again from its saved state."
-            | Benchmarks -> "list the benchmarks."
+            | Benchmarks _ -> "list the benchmarks."
             | Report _ -> "compare runs: a table and an HTML report."

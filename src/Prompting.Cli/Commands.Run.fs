@@ -148,10 +148,12 @@ let eval (args: ParseResults<EvalArgs>) =
                 (match e.PromptChoice with Some p -> sprintf ", prompt choice %.2f%%" p | None -> "")
         0
 
-let benchmarks () =
+let benchmarks (namesOnly: bool) =
     for b in Benchmarks.all do
-        printfn "%-14s %s" b.Name b.Description
-        printfn "%-14s   --data: %s" "" b.Data
+        if namesOnly then printfn "%s" b.Name
+        else
+            printfn "%-14s %s" b.Name b.Description
+            printfn "%-14s   --data: %s" "" b.Data
     0
 
 /// Compares several runs: a table on the terminal and an HTML report.

@@ -17,7 +17,7 @@ let run (argv: string[]) =
         | Forward args -> Commands.Methods.forward args
         | Run args -> Commands.Run.run args
         | Eval args -> Commands.Run.eval args
-        | Benchmarks -> Commands.Run.benchmarks ()
+        | Benchmarks args -> Commands.Run.benchmarks (args.Contains BenchmarksArgs.Names_Only)
         | Report args -> Commands.Run.report args
     with
     | :? ArguParseException as e when e.ErrorCode = ErrorCode.HelpText ->

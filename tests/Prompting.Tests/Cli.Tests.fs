@@ -140,6 +140,16 @@ let tests =
               Expect.equal rows["simplecil"] [| 0L; 0L; 0L; 0L |] "SimpleCIL trains nothing"
           }
 
+          test "benchmarks lists every benchmark" {
+              let code, out, err = runCli [ "benchmarks"; "--names-only" ]
+              Expect.equal code 0 err
+              Expect.equal (out.Split('\n', StringSplitOptions.RemoveEmptyEntries) |> Array.map (fun l -> l.Trim()))
+                  [| "imagefolder"; "cifar10"; "cifar100"; "fashion-mnist"; "domains"; "sequence" |] "names"
+              let code2, out2, _ = runCli [ "benchmarks" ]
+              Expect.equal code2 0 "plain listing"
+              Expect.stringContains out2 "--data" "explains the data each takes"
+          }
+
           test "bad input: one clear line, non-zero exit, earlier results kept" {
               let dir = tempDir ()
               let out = Path.Combine(dir, "keep.npy")
