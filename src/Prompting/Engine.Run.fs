@@ -174,14 +174,17 @@ module Run =
                 (fun epoch -> batches.Train task.Train epoch) firstEpoch restore events.Step epochDone
             // End of task: class statistics of the prompted features (VQ-Prompt, SimpleCIL).
             if model.Method.Head = PrototypeHead || model.Method.Recalibration.IsSome then
-                use _ = torch.no_grad ()
-                model.eval ()
-                for batch in batches.Eval task.Train do
-                    use _ = Runtime.noCollection (Runtime.stepBudget batch.Count batch.Size 4)
-                    use scope = torch.NewDisposeScope()
-                    let x = torch.tensor(batch.Pixels, ReadOnlySpan<int64> batch.Shape).``to`` device
-                    let output = model.Forward(x, false)
-                    stats.Add(output.Features, torch.tensor batch.Labels)
+                // Only the statistics pass runs without gradients: the head retraining of
+                // Lifecycle.endTask (VQ-Prompt's recalibration) needs them.
+                do
+                    use _ = torch.no_grad ()
+                    model.eval ()
+                    for batch in batches.Eval task.Train do
+                        use _ = Runtime.noCollection (Runtime.stepBudget batch.Count batch.Size 4)
+                        use scope = torch.NewDisposeScope()
+                        let x = torch.tensor(batch.Pixels, ReadOnlySpan<int64> batch.Shape).``to`` device
+                        let output = model.Forward(x, false)
+                        stats.Add(output.Features, torch.tensor batch.Labels)
                 torch.manual_seed (seedFor config t 100_000) |> ignore
                 Lifecycle.endTask model stats config.Training.BatchSize
                 saveStatistics dir stats

@@ -1,0 +1,26 @@
+// L2P on Split ImageNet-R: pool 10, length 5, top-5 at the input (PyTorch port); Adam, constant lr
+// 0.03 x batch/256, batch 128, grad clip 1.0, backbone normalisation. METHODS.md states 5 epochs for
+// CIFAR-100 only; the ImageNet-R comparisons (DualPrompt, CODA-Prompt papers) train 50 epochs per
+// task, used here (--epochs 5 for the CIFAR setting).
+// Split ImageNet-R, 10 tasks of 20 classes (class order shuffled with --seed), class-incremental.
+// --data: either DIR/{train,test}/<class>/<image>, or the released single-folder tree
+// (imagenet-r/<class>/<image>, from https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar),
+// which is split 80/20 per class deterministically (see Datasets.imagenetRSplit in Protocol.fsx;
+// --split-seed K picks another split) into symbolic links under the run directory.
+// --checkpoint: the ViT-B/16 checkpoint (e.g. ImageNet-21k augreg, safetensors or npz).
+// Usage: dotnet fsi scripts/l2p-imagenet-r.fsx -- --data DIR --checkpoint FILE [--out DIR] [--seed K] [--device D]
+#load "Protocol.fsx"
+open Prompting.Data
+open Prompting.Engine
+open Prompting.Prompts
+open Protocol
+
+Protocol.main "l2p-imagenet-r" [ { Name = "split-seed"; TakesValue = true; Help = "seed of the 80/20 ImageNet-R split of a single-folder tree (default 0)" } ] (fun o ->
+    { Name = "l2p-imagenet-r"
+      Method = Methods.l2p
+      Benchmark = "imagefolder"
+      Tasks = 10
+      Scenario = ClassIncremental
+      Training = { Reference.l2p with Epochs = 50 }
+      Normalisation = Normalised
+      PrepareData = Datasets.imagenetRSplit (o.Int("split-seed", 0)) })
