@@ -50,7 +50,7 @@ type Training =
       Schedule: Schedule
       ScheduleUnit: ScheduleUnit
       GradientClip: float option
-      /// bf16 autocast on CUDA (ignored on the CPU).
+      /// bf16 autocast on CUDA; not implemented yet, so a run that asks for it is refused.
       Bf16: bool }
 
 /// Everything that determines a run's results: serialised as config.json in the run directory,
