@@ -50,7 +50,8 @@ type Training =
       Schedule: Schedule
       ScheduleUnit: ScheduleUnit
       GradientClip: float option
-      /// bf16 autocast on CUDA; not implemented yet, so a run that asks for it is refused.
+      /// Mixed precision: the frozen backbone computes in bfloat16, prompts and head in float32
+      /// (TorchSharp has no autocast, so the casts are explicit; meant for CUDA, works on the CPU).
       Bf16: bool }
 
 /// Everything that determines a run's results: serialised as config.json in the run directory,

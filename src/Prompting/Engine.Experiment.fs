@@ -100,8 +100,8 @@ module Experiment =
         if c.Training.BatchSize < 1 then Errors.fail "--batch-size %d: must be at least 1" c.Training.BatchSize
         if c.Training.LearningRate <= 0.0 then Errors.fail "--lr %g: must be positive" c.Training.LearningRate
         if c.ImageSize < 1 then Errors.fail "--image-size %d: must be positive" c.ImageSize
-        // TorchSharp 0.107 exposes no autocast; a manual bf16 path is not written yet.
-        if c.Training.Bf16 then Errors.fail "--bf16: bf16 autocast is not implemented yet (TorchSharp 0.107 has no autocast API)"
+        if c.Training.Bf16 && (c.Method.Backbone <> Frozen || c.Method.AdapterReduction.IsSome) then
+            Errors.fail "--bf16: method %s trains backbone parts; bf16 runs the frozen backbone only" c.Method.Name
         match c.TrainPerClass, c.TestPerClass with
         | Some n, _ when n < 1 -> Errors.fail "--train-per-class %d: must be at least 1" n
         | _, Some n when n < 1 -> Errors.fail "--test-per-class %d: must be at least 1" n

@@ -122,6 +122,7 @@ module Run =
             Checkpoint.load config.Checkpoint { ImageSize = Some config.ImageSize; Heads = config.Heads; Classes = None }
         use model = PromptedModel.build config.Method scenario.Layout backbone
         model.``to`` device |> ignore
+        if config.Training.Bf16 then model.SetComputeType torch.bfloat16
         let trainable = model.TrainableParameters() |> List.sumBy (fun (_, p) -> p.numel ())
         progress <- { progress with TrainableParameters = trainable }
         let stats = ClassStatistics()

@@ -93,6 +93,8 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
     let adapters = method.AdapterReduction |> Option.map (fun r -> new Adapters(c.Width, c.Depth, r))
     let needsQuery = groups.Sources |> List.exists (fun (_, s) -> s.NeedsQuery)
     let mutable task = 0
+    /// The frozen backbone's compute type: float32, or bfloat16 for mixed precision.
+    let mutable computeType = torch.float32
     do
         this.register_module ("backbone", backbone)
         this.register_module ("prompts", groups)
@@ -131,6 +133,18 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
     /// Sets the task without lifecycle effects (used when restoring saved state).
     member _.RestoreTask(t: int) = task <- t
 
+    /// Mixed precision: the frozen backbone computes in `dtype` (bfloat16) while prompts, keys and
+    /// the head stay float32 and receive float32 gradients through the casts. Only for methods
+    /// that keep the backbone frozen and add no adapters.
+    member _.SetComputeType(dtype: torch.ScalarType) =
+        if dtype <> torch.float32 then
+            if method.Backbone <> Frozen || method.AdapterReduction.IsSome then
+                Errors.fail "method %s trains backbone parts, so it cannot run the backbone in %A" method.Name dtype
+        backbone.``to`` dtype |> ignore
+        computeType <- dtype
+
+    member _.ComputeType = computeType
+
     /// Parameters that receive gradients, with their state names.
     member this.TrainableParameters() =
         [ for struct (name, p) in this.named_parameters () do if p.requires_grad then yield name, p ]
@@ -138,7 +152,10 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
     member this.Forward(images: torch.Tensor, training: bool) : PromptedOutput =
         let b = images.shape[0]
         let d = int64 c.Width
-        let query = if needsQuery then Some(backbone.Query images) else None
+        let mixed = computeType <> torch.float32
+        let toCompute (t: torch.Tensor) = if mixed then t.to_type computeType else t
+        let images = toCompute images
+        let query = if needsQuery then Some((backbone.Query images).to_type torch.float32) else None
         let context = { Query = query; Training = training; Task = task; Batch = b }
         let prepared = [ for g, s in groups.Sources -> g, s.Prepare context ]
         let mutable span: (int64 * int64) option = None
@@ -153,7 +170,7 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
                 | Some chosen ->
                     match g.Insertion with
                     | PromptTokens(where, withClassPosition) ->
-                        let flat = chosen.reshape (b, -1L, d)
+                        let flat = toCompute (chosen.reshape (b, -1L, d))
                         let positioned =
                             if withClassPosition then flat + backbone.PositionEmbedding.narrow (1, 0L, 1L) else flat
                         let prompt =
@@ -171,8 +188,8 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
                         placement <- where
                     | PrefixTokens _ ->
                         let half = chosen.shape[2] / 2L
-                        keys.Add((chosen.narrow (2, 0L, half)).reshape (b, -1L, d))
-                        values.Add((chosen.narrow (2, half, half)).reshape (b, -1L, d))
+                        keys.Add(toCompute ((chosen.narrow (2, 0L, half)).reshape (b, -1L, d)))
+                        values.Add(toCompute ((chosen.narrow (2, half, half)).reshape (b, -1L, d)))
             let prefix =
                 match keys.Count with
                 | 0 -> None
@@ -185,6 +202,7 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
             | PromptMean, Some(start, len) -> (features.narrow (1, start, len)).mean ([| 1L |])
             | _, Some(_, len) when placement = BeforeClassToken -> features.select (1, len)
             | _ -> features.select (1, 0L)
+        let preLogits = if mixed then preLogits.to_type torch.float32 else preLogits
         let logits = head.forward preLogits
         let aux =
             match Sources.sumLosses (prepared |> List.choose (fun (_, o) -> o.AuxLoss)) with

@@ -120,6 +120,13 @@ let tests =
               Expect.throwsT<PromptingError> (fun () -> Scenario.ofDomains [ bright; mismatched ] |> ignore) "domains must share classes"
           }
 
+          test "a bf16 run of a prompt method completes and evaluates" {
+              let cfg = config Methods.l2p
+              let outcome = run { cfg with Training = { cfg.Training with Bf16 = true; Epochs = 1 } } (tempDir ()) ignore
+              Expect.equal outcome.Progress.CompletedTasks 2 "two tasks"
+              Expect.all (outcome.Progress.Evaluations |> List.concat) (fun e -> e.ClassIncremental >= 0.0 && e.ClassIncremental <= 100.0) "accuracies"
+          }
+
           test "resuming with a changed configuration is refused, naming the difference" {
               let dir = tempDir ()
               let cfg = config Methods.linear

@@ -73,4 +73,27 @@ let tests =
               Expect.equal (List.sort changed) [ "head.fc.bias"; "head.fc.weight" ] "only the head changes"
               use logits = model.Head.forward means
               Expect.equal (logits.argmax(1L).data<int64>().ToArray()) [| 0L .. 9L |] "class means classified correctly"
+          } 
+          test "bf16 mixed precision: close to float32, float32 gradients on prompts, backbone untouched" {
+              for m in [ Methods.l2p; Methods.codaPrompt; Methods.vqPrompt ] do
+                  torch.manual_seed 3L |> ignore
+                  use model = PromptedModel.build m (TaskLayout.uniform 2 10) (backbone ())
+                  model.BeginTask 1
+                  use input = torch.randn (4L, 3L, 32L, 32L)
+                  use labels = torch.tensor ([| 5L; 6L; 7L; 8L |])
+                  let reference = (host ((model.Forward(input, false)).Logits)).Values
+                  model.SetComputeType torch.bfloat16
+                  let output = model.Forward(input, true)
+                  Expect.equal output.Logits.dtype torch.float32 "logits in float32"
+                  let mixed = (host ((model.Forward(input, false)).Logits)).Values
+                  Expect.isLessThan (relativeError mixed reference) 0.1 (sprintf "%s: bf16 logits near float32" m.Name)
+                  let loss = Loss.total model output labels
+                  loss.backward ()
+                  let prompts = model.TrainableParameters() |> List.filter (fun (n, _) -> n.StartsWith "prompts.")
+                  Expect.isTrue (prompts |> List.forall (fun (_, p) -> p.dtype = torch.float32)) "prompts stay float32"
+                  Expect.isTrue (prompts |> List.exists (fun (_, p) -> not (isNull p.grad) && p.grad.abs().sum().item<float32> () > 0.0f)) (sprintf "%s: prompts get gradients" m.Name)
+                  for struct (n, p) in model.Backbone.named_parameters () do
+                      Expect.isTrue (isNull p.grad) (sprintf "%s: frozen %s gets no gradient" m.Name n)
+              use full = PromptedModel.build Methods.full (TaskLayout.uniform 2 10) (backbone ())
+              Expect.throwsT<Prompting.PromptingError> (fun () -> full.SetComputeType torch.bfloat16) "refused when the backbone trains"
           } ]
