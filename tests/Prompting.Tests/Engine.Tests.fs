@@ -120,6 +120,16 @@ let tests =
               Expect.throwsT<PromptingError> (fun () -> Scenario.ofDomains [ bright; mismatched ] |> ignore) "domains must share classes"
           }
 
+          test "5-datasets style: each dataset a task, labels offset so classes stay disjoint" {
+              let a = { syntheticDataset () with Name = "a" }
+              let b = { syntheticDataset () with Name = "b"; ClassNames = [| "w"; "x"; "y"; "z" |] }
+              let scenario = Scenario.ofDatasets [ a; b ]
+              Expect.equal scenario.Layout.ClassesPerTask [ 4; 4 ] "a task per dataset"
+              Expect.equal scenario.Tasks[1].Classes [| 4 .. 7 |] "second dataset's classes after the first's"
+              Expect.equal (scenario.Tasks[1].Train |> Array.map (fun s -> s.Label) |> Array.distinct |> Array.sort) [| 4 .. 7 |] "relabelled"
+              Expect.equal scenario.ClassNames[4] "b/w" "names qualified by dataset"
+          }
+
           test "a bf16 run of a prompt method completes and evaluates" {
               let cfg = config Methods.l2p
               let outcome = run { cfg with Training = { cfg.Training with Bf16 = true; Epochs = 1 } } (tempDir ()) ignore
