@@ -183,7 +183,7 @@ module Run =
                     for batch in batches.Eval task.Train do
                         use _ = Runtime.noCollection (Runtime.stepBudget batch.Count batch.Size 4)
                         use scope = torch.NewDisposeScope()
-                        let x = torch.tensor(batch.Pixels, ReadOnlySpan<int64> batch.Shape).``to`` device
+                        let x = Batches.pixels device batch
                         let output = model.Forward(x, false)
                         stats.Add(output.Features, torch.tensor batch.Labels)
                 torch.manual_seed (seedFor config t 100_000) |> ignore

@@ -6,6 +6,17 @@ open Prompting
 open Prompting.Data
 open Prompting.Prompts
 
+/// Host batches to device tensors.
+module Batches =
+    /// The batch's pixels on `device`: through pinned memory and a non-blocking copy on CUDA.
+    let pixels (device: torch.Device) (batch: Batch) =
+        let host = torch.tensor (batch.Pixels, ReadOnlySpan<int64> batch.Shape)
+        if device.``type`` = DeviceType.CUDA then
+            use pinned = host.pin_memory ()
+            host.Dispose()
+            pinned.``to`` (device, non_blocking = true)
+        else host
+
 /// Learning-rate schedules and optimisers from the pure Training record.
 module Schedules =
     /// The base rate, scaled by batch / 256 when the recipe says so.
@@ -75,7 +86,7 @@ module Trainer =
                         for o, r in optimizers do
                             let lr = Schedules.rateAt t r epoch iteration perEpoch
                             for g in o.ParamGroups do g.LearningRate <- lr
-                        let x = torch.tensor(batch.Pixels, ReadOnlySpan<int64> batch.Shape).``to`` device
+                        let x = Batches.pixels device batch
                         let y = torch.tensor(batch.Labels).``to`` device
                         let output = model.Forward(x, true)
                         let loss = Loss.total model output y
@@ -107,7 +118,7 @@ module Evaluate =
             use _ = Runtime.noCollection (Runtime.stepBudget batch.Count batch.Size 4)
             use scope = torch.NewDisposeScope()
             let n = int64 batch.Count
-            let x = torch.tensor(batch.Pixels, ReadOnlySpan<int64> batch.Shape).``to`` device
+            let x = Batches.pixels device batch
             let y = torch.tensor(batch.Labels).``to`` device
             let output = model.Forward(x, false)
             let predictedSeen = (output.Logits.narrow (1, 0L, seen)).argmax 1L
