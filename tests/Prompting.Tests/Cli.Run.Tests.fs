@@ -99,7 +99,24 @@ let tests =
     testSequenced
     <| testList
         "cli run"
-        [ test "run writes a complete run directory; eval and report agree with it" {
+        [ test "domain-incremental through the CLI: one task per domain directory, shared classes" {
+              let _, checkpoint = inputs.Force()
+              let root = tempDir ()
+              writeBenchmark (Path.Combine(root, "domains", "a")) |> ignore
+              writeBenchmark (Path.Combine(root, "domains", "b")) |> ignore
+              let out = Path.Combine(root, "run")
+              let code, stdout, err =
+                  runCli [ "run"; "--method"; "linear"; "--benchmark"; "domains"; "--data"; Path.Combine(root, "domains")
+                           "--checkpoint"; checkpoint; "--epochs"; "1"; "--batch-size"; "8"; "--image-size"; "32"
+                           "--device"; "cpu"; "--out"; out ]
+              Expect.equal code 0 (err + stdout)
+              let m = matrix out
+              Expect.equal (m |> Array.map Array.length) [| 1; 2 |] "two domains, evaluated over the shared classes"
+              let config = File.ReadAllText(Path.Combine(out, "config.json"))
+              Expect.stringContains config "DomainIncremental" "recorded scenario"
+          }
+
+          test "run writes a complete run directory; eval and report agree with it" {
               let run = finishedRun.Force()
               for f in [ "config.json"; "progress.json"; "metrics.json"; "metrics.csv"; "summary.csv"; "report.html"; "log.txt"
                          Path.Combine("state", "task-00.safetensors"); Path.Combine("state", "task-01.safetensors") ] do
