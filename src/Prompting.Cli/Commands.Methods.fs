@@ -48,7 +48,7 @@ let forward (args: ParseResults<ForwardArgs>) =
     model.``to`` device |> ignore
     let training = args.Contains ForwardArgs.Train
     if training then model.train () else model.eval ()
-    backbone.CheckImages(torch.empty (input.Shape))
+    backbone.CheckImageShape input.Shape
     use scope = torch.NewDisposeScope()
     use _ = if training then null else torch.no_grad ()
     let images = (HostTensor.toTensor input).``to`` device

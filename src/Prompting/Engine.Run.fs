@@ -104,6 +104,13 @@ module Run =
     let private seedFor (config: RunConfig) (task: int) (epoch: int) =
         int64 config.Seed * 1_000_003L + int64 task * 1_009L + int64 epoch
 
+    /// Losses per task, per epoch: epoch 0 opens the task's list, later epochs extend it.
+    let private appendLoss (losses: float list list) (epoch: int) (loss: float) =
+        match epoch, List.rev losses with
+        | 0, _
+        | _, [] -> losses @ [ [ loss ] ]
+        | _, current :: earlier -> List.rev earlier @ [ current @ [ loss ] ]
+
     let private saveStatistics dir (stats: ClassStatistics) =
         writeText (statisticsFile dir) (Json.serialize (stats.Export()))
 
@@ -162,7 +169,7 @@ module Run =
                         EpochsDone = epoch + 1
                         EpochState = Some stateName
                         EpochOptimizers = optimizerNames
-                        EpochLosses = (if epoch = 0 then progress.EpochLosses @ [ [ loss ] ] else (progress.EpochLosses |> List.take (progress.EpochLosses.Length - 1)) @ [ List.last progress.EpochLosses @ [ loss ] ])
+                        EpochLosses = appendLoss progress.EpochLosses epoch loss
                         TrainSeconds = progress.TrainSeconds + clock.Elapsed.TotalSeconds }
                 clock.Restart()
                 saveProgress ()

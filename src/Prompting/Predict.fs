@@ -45,12 +45,10 @@ module Predict =
 
     /// Predicts on an already-normalised (N, 3, S, S) array.
     let onArray (model: VisionTransformer) (device: torch.Device) (batchSize: int) (output: PredictOutput) (input: HostTensor) =
-        let s = input.Shape
+        model.CheckImageShape input.Shape
         let size = model.Config.ImageSize
-        if s.Length <> 4 || s[1] <> 3L || s[2] <> int64 size || s[3] <> int64 size then
-            Errors.fail "input: expected float32 array of shape [N, 3, %d, %d], got %s" size size (HostTensor.shapeText s)
         let per = 3 * size * size
-        batched model device batchSize output (int s[0]) (fun start n -> input.Values[start * per .. (start + n) * per - 1])
+        batched model device batchSize output (int input.Shape[0]) (fun start n -> input.Values[start * per .. (start + n) * per - 1])
 
     /// Decodes and preprocesses image files (in parallel on the CPU) and predicts on them.
     let onImages (model: VisionTransformer) (device: torch.Device) (batchSize: int) (output: PredictOutput) (preprocessing: Preprocessing) (files: string[]) =

@@ -99,6 +99,19 @@ type PromptGroup =
       /// Dropout applied to prompt tokens while training (VPT).
       Dropout: float }
 
+module PromptGroup =
+    /// The blocks a group injects into, for a backbone of `depth` blocks.
+    let layers (depth: int) (g: PromptGroup) =
+        match g.Layers with
+        | AllLayers -> [ 0 .. depth - 1 ]
+        | Only ls -> ls
+
+    /// Tokens stored per prompt: separate key and value prefixes store 2L.
+    let storedLength (g: PromptGroup) =
+        match g.Insertion with
+        | PrefixTokens SeparateKeyValue -> 2 * g.Length
+        | _ -> g.Length
+
 /// What the classifier reads.
 type HeadInput =
     | ClassToken

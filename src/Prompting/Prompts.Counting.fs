@@ -15,19 +15,9 @@ type ParameterCounts =
 /// Parameter counts from the configuration alone (no model is built, so ViT-L costs nothing).
 /// The test matrix checks them against built models.
 module Counting =
-    let private layerCount (c: VitConfig) (g: PromptGroup) =
-        match g.Layers with
-        | AllLayers -> int64 c.Depth
-        | Only ls -> int64 ls.Length
-
-    /// Tokens stored per prompt: separate key and value prefixes store 2L.
-    let storedLength (g: PromptGroup) =
-        match g.Insertion with
-        | PrefixTokens SeparateKeyValue -> 2 * g.Length
-        | _ -> g.Length
-
     let groupParameters (c: VitConfig) (g: PromptGroup) =
-        let n, s, d = layerCount c g, int64 (storedLength g), int64 c.Width
+        let n = int64 (PromptGroup.layers c.Depth g).Length
+        let s, d = int64 (PromptGroup.storedLength g), int64 c.Width
         match g.Source with
         | Static -> n * s * d
         | Keyed k ->

@@ -53,16 +53,10 @@ type PromptGroups(sources: (PromptGroup * PromptSourceModule) list) as this =
 type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayout) as this =
     inherit torch.nn.Module<torch.Tensor, torch.Tensor>("PromptedModel")
     let c = backbone.Config
-    let layersOf (g: PromptGroup) =
-        match g.Layers with
-        | AllLayers -> [ 0 .. c.Depth - 1 ]
-        | Only ls -> ls
+    let layersOf = PromptGroup.layers c.Depth
     let shapeOf (g: PromptGroup) =
-        let stored =
-            match g.Insertion with
-            | PrefixTokens SeparateKeyValue -> 2 * g.Length
-            | _ -> g.Length
-        { Group = g; Layers = layersOf g; Width = c.Width; PatchSize = c.PatchSize; StoredLength = stored; Tasks = TaskLayout.tasks layout }
+        { Group = g; Layers = layersOf g; Width = c.Width; PatchSize = c.PatchSize
+          StoredLength = PromptGroup.storedLength g; Tasks = TaskLayout.tasks layout }
     let validate () =
         let names = method.Groups |> List.map (fun g -> g.Name)
         if names.Length <> (List.distinct names).Length then Errors.fail "method %s: group names must be distinct" method.Name

@@ -171,8 +171,10 @@ type VisionTransformer(config: VitConfig) as this =
     member this.PositionEmbedding = this.get_parameter "pos_embed"
 
     /// Checks an image batch against the configured input before libtorch sees it.
-    member _.CheckImages(images: torch.Tensor) =
-        let s = images.shape
+    member this.CheckImages(images: torch.Tensor) = this.CheckImageShape images.shape
+
+    /// Checks the shape of an image batch (N, C, S, S) against the configured input.
+    member _.CheckImageShape(s: int64[]) =
         if s.Length <> 4 || s[1] <> int64 c.InChannels || s[2] <> int64 c.ImageSize || s[3] <> int64 c.ImageSize then
             Errors.fail "input: expected images of shape [N, %d, %d, %d], got %s" c.InChannels c.ImageSize c.ImageSize (Prompting.Tensors.HostTensor.shapeText s)
 
