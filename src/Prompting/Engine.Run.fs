@@ -19,6 +19,8 @@ type RunProgress =
       Evaluations: Evaluation list list
       EpochLosses: float list list
       TrainSeconds: float
+      /// The largest process peak RSS seen at any save, over all sessions of the run.
+      PeakMemoryBytes: int64
       TrainableParameters: int64
       /// Trainable state and optimiser files of the last finished epoch (relative to the run).
       EpochState: string option
@@ -68,7 +70,7 @@ module Run =
 
     let private emptyProgress =
         { CompletedTasks = 0; EpochsDone = 0; Evaluations = []; EpochLosses = []
-          TrainSeconds = 0.0; TrainableParameters = 0L; EpochState = None; EpochOptimizers = [] }
+          TrainSeconds = 0.0; PeakMemoryBytes = 0L; TrainableParameters = 0L; EpochState = None; EpochOptimizers = [] }
 
     let private writeText path (text: string) = Files.writeAtomic path (fun tmp -> File.WriteAllText(tmp, text))
 
@@ -105,6 +107,10 @@ module Run =
         int64 config.Seed * 1_000_003L + int64 task * 1_009L + int64 epoch
 
     /// Losses per task, per epoch: epoch 0 opens the task's list, later epochs extend it.
+    /// This process's peak RSS so far, never below what earlier sessions of the run recorded.
+    let private peakMemory (progress: RunProgress) =
+        max progress.PeakMemoryBytes (Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64)
+
     let private appendLoss (losses: float list list) (epoch: int) (loss: float) =
         match epoch, List.rev losses with
         | 0, _
@@ -170,7 +176,8 @@ module Run =
                         EpochState = Some stateName
                         EpochOptimizers = optimizerNames
                         EpochLosses = appendLoss progress.EpochLosses epoch loss
-                        TrainSeconds = progress.TrainSeconds + clock.Elapsed.TotalSeconds }
+                        TrainSeconds = progress.TrainSeconds + clock.Elapsed.TotalSeconds
+                        PeakMemoryBytes = peakMemory progress }
                 clock.Restart()
                 saveProgress ()
                 for p in previous do
@@ -207,7 +214,8 @@ module Run =
                     EpochState = None
                     EpochOptimizers = []
                     Evaluations = progress.Evaluations @ [ results ]
-                    TrainSeconds = progress.TrainSeconds + clock.Elapsed.TotalSeconds }
+                    TrainSeconds = progress.TrainSeconds + clock.Elapsed.TotalSeconds
+                    PeakMemoryBytes = peakMemory progress }
             saveProgress ()
             for p in leftovers do try File.Delete(Path.Combine(dir, p)) with _ -> ()
             events.TaskDone progress

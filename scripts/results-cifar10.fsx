@@ -1,0 +1,195 @@
+// Split CIFAR-10 (5 tasks x 2 classes, class-incremental) with the real pretrained ViT-Ti/16: every
+// continual method and the baselines, several seeds, one table (A_N ± std, F_N, train time, peak
+// memory, trainable parameters) plus the HTML comparison report. docs/results.md holds its output.
+//
+//   dotnet fsi scripts/results-cifar10.fsx                # defaults below, ../shared data and weights
+//   dotnet fsi scripts/results-cifar10.fsx -- --help
+//
+// Each (method, seed) runs as its own `prompting run` process so that its peak memory is its own and a
+// failed run does not stop the others; an existing run directory is resumed (or reused when finished),
+// so an interrupted sweep continues where it stopped.
+#load "Prompting.fsx"
+
+open System
+open System.Diagnostics
+open System.IO
+open Prompting
+open Prompting.Engine
+
+let private root = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, ".."))
+let private shared = Path.GetFullPath(Path.Combine(root, "..", "shared"))
+
+/// Continual methods first, then the baselines (sequential fine-tuning, SimpleCIL, the joint upper bound).
+let defaultMethods =
+    [ "l2p"; "l2p++"; "dualprompt"; "coda-prompt"; "vq-prompt"; "dual-vq"; "vpt-deep-pool"
+      "sequential"; "simplecil"; "joint" ]
+
+type Options =
+    { Data: string
+      Checkpoint: string
+      Out: string
+      Methods: string list
+      Seeds: int list
+      ImageSize: int
+      TrainPerClass: int
+      TestPerClass: int
+      Epochs: int
+      BatchSize: int
+      Markdown: string option }
+
+let defaults =
+    { Data = Path.Combine(shared, "data", "cifar10-jpeg.tar")
+      Checkpoint = Path.Combine(shared, "weights", "vit_tiny_patch16_224.augreg_in21k_ft_in1k.safetensors")
+      Out = Path.Combine(root, "runs", "results-cifar10")
+      Methods = defaultMethods
+      Seeds = [ 0; 1; 2 ]
+      ImageSize = 96
+      TrainPerClass = 100
+      TestPerClass = 50
+      Epochs = 2
+      BatchSize = 32
+      Markdown = None }
+
+let usage () =
+    printfn "usage: dotnet fsi scripts/results-cifar10.fsx -- [options]"
+    printfn "  --data PATH             CIFAR-10 (default %s)" defaults.Data
+    printfn "  --checkpoint FILE       ViT-Ti/16 weights (default %s)" defaults.Checkpoint
+    printfn "  --out DIR               sweep directory, one run per method and seed (default runs/results-cifar10)"
+    printfn "  --methods A,B,...       (default %s)" (String.Join(",", defaults.Methods))
+    printfn "  --seeds 0,1,2           (default 0,1,2)"
+    printfn "  --image-size PX         (default %d)" defaults.ImageSize
+    printfn "  --train-per-class N     (default %d)" defaults.TrainPerClass
+    printfn "  --test-per-class N      (default %d)" defaults.TestPerClass
+    printfn "  --epochs N              epochs per task for every method (default %d)" defaults.Epochs
+    printfn "  --batch-size N          (default %d)" defaults.BatchSize
+    printfn "  --markdown FILE         also write the table as Markdown (default OUT/results.md)"
+
+let parse (argv: string list) =
+    let positive name (v: string) =
+        match Int32.TryParse v with
+        | true, n when n > 0 -> n
+        | _ -> Errors.fail "--%s %s: expected a positive integer" name v
+    let list (v: string) = v.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) |> List.ofArray
+    let rec go (o: Options) args =
+        match args with
+        | [] -> o
+        | "--data" :: v :: rest -> go { o with Data = v } rest
+        | "--checkpoint" :: v :: rest -> go { o with Checkpoint = v } rest
+        | "--out" :: v :: rest -> go { o with Out = v } rest
+        | "--methods" :: v :: rest -> go { o with Methods = list v } rest
+        | "--seeds" :: v :: rest ->
+            let seeds =
+                list v |> List.map (fun s -> match Int32.TryParse s with | true, n when n >= 0 -> n | _ -> Errors.fail "--seeds %s: expected integers >= 0" v)
+            go { o with Seeds = seeds } rest
+        | "--image-size" :: v :: rest -> go { o with ImageSize = positive "image-size" v } rest
+        | "--train-per-class" :: v :: rest -> go { o with TrainPerClass = positive "train-per-class" v } rest
+        | "--test-per-class" :: v :: rest -> go { o with TestPerClass = positive "test-per-class" v } rest
+        | "--epochs" :: v :: rest -> go { o with Epochs = positive "epochs" v } rest
+        | "--batch-size" :: v :: rest -> go { o with BatchSize = positive "batch-size" v } rest
+        | "--markdown" :: v :: rest -> go { o with Markdown = Some v } rest
+        | [ flag ] when flag.StartsWith "--" -> Errors.fail "%s needs a value (see --help)" flag
+        | other :: _ -> Errors.fail "unknown option %s (see --help)" other
+    let o = go defaults argv
+    if not (File.Exists o.Data || Directory.Exists o.Data) then
+        Errors.fail "%s: CIFAR-10 not found (expected ../shared/data/cifar10-jpeg.tar or --data)" o.Data
+    if not (File.Exists o.Checkpoint) then Errors.fail "%s: checkpoint not found (--checkpoint)" o.Checkpoint
+    if o.Methods.IsEmpty then Errors.fail "--methods: no method given"
+    if o.Seeds.IsEmpty then Errors.fail "--seeds: no seed given"
+    for m in o.Methods do Prompts.Methods.find m 5 |> ignore
+    o
+
+let private cli = Path.Combine(root, "src", "Prompting.Cli", "bin", "Release", "net10.0", "prompting.dll")
+
+/// The `prompting run` arguments of one (method, seed).
+let runArguments (o: Options) (methodName: string) (seed: int) (dir: string) =
+    [ "run"; "--method"; methodName; "--benchmark"; "cifar10"; "--data"; o.Data; "--checkpoint"; o.Checkpoint
+      "--image-size"; string o.ImageSize; "--train-per-class"; string o.TrainPerClass
+      "--test-per-class"; string o.TestPerClass; "--epochs"; string o.Epochs; "--batch-size"; string o.BatchSize
+      "--seed"; string seed; "--device"; "cpu"; "--out"; dir ]
+    @ (if methodName = "joint" then [ "--scenario"; "joint" ] else [])
+
+/// Runs one (method, seed) as a child process; its output goes to DIR/output.txt.
+let private runOne (o: Options) (methodName: string) (seed: int) =
+    let dir = Path.Combine(o.Out, sprintf "%s-s%d" methodName seed)
+    Directory.CreateDirectory dir |> ignore
+    let start = ProcessStartInfo("dotnet", [ cli ] @ runArguments o methodName seed dir)
+    start.UseShellExecute <- false
+    start.RedirectStandardOutput <- true
+    start.RedirectStandardError <- true
+    let output = Path.Combine(dir, "output.txt")
+    use writer = new StreamWriter(output, append = true)
+    use p = new Process(StartInfo = start)
+    let write (e: DataReceivedEventArgs) = if not (isNull e.Data) then lock writer (fun () -> writer.WriteLine e.Data)
+    p.OutputDataReceived.Add write
+    p.ErrorDataReceived.Add write
+    p.Start() |> ignore
+    p.BeginOutputReadLine()
+    p.BeginErrorReadLine()
+    p.WaitForExit()
+    writer.Flush()
+    if p.ExitCode <> 0 then
+        Errors.fail "%s (seed %d) failed with exit code %d; its output is in %s" methodName seed p.ExitCode output
+    dir
+
+/// A finished run directory as the report sees it (the run's own recorded peak memory and time).
+let private summaryOf (dir: string) =
+    let recorded = Json.deserialize<Run.Recorded> (Run.configFile dir) (File.ReadAllText(Run.configFile dir))
+    let progress = Json.deserialize<RunProgress> (Run.progressFile dir) (File.ReadAllText(Run.progressFile dir))
+    Experiment.summary recorded.Config dir progress progress.TrainableParameters
+
+let header = [ "method"; "seeds"; "A_N (%)"; "F_N"; "task-IL A_N (%)"; "train time (s)"; "peak RSS"; "trainable params" ]
+
+/// One row per method: mean ± sample std over seeds; peak memory is the largest over seeds.
+let tableRows (summaries: RunSummary list) =
+    summaries
+    |> List.groupBy _.Method
+    |> List.map (fun (methodName, runs) ->
+        let over f = runs |> List.map f |> Report.meanStd
+        [ methodName
+          string runs.Length
+          Report.formatMeanStd 2 (over _.Metrics.ClassIncremental.FinalAverageAccuracy)
+          Report.formatMeanStd 2 (over _.Metrics.ClassIncremental.Forgetting)
+          Report.formatMeanStd 2 (over _.Metrics.TaskIncremental.FinalAverageAccuracy)
+          (over _.TrainSeconds).Mean.ToString("F0", Globalization.CultureInfo.InvariantCulture)
+          Report.formatBytes (runs |> List.map _.PeakMemoryBytes |> List.max)
+          Report.formatCount runs.Head.TrainableParameters ])
+
+let sweep (argv: string list) =
+    let o = parse argv
+    if not (File.Exists cli) then Errors.fail "%s not found: run `dotnet fsi build.fsx build` first" cli
+    Directory.CreateDirectory o.Out |> ignore
+    let clock = Stopwatch.StartNew()
+    let total = o.Methods.Length * o.Seeds.Length
+    let dirs =
+        [ for i, (methodName, seed) in List.indexed [ for m in o.Methods do for s in o.Seeds -> m, s ] do
+              printf "[%d/%d, %s elapsed] %s, seed %d: " (i + 1) total (Report.formatDuration clock.Elapsed.TotalSeconds) methodName seed
+              let dir = runOne o methodName seed
+              let m = (summaryOf dir).Metrics.ClassIncremental
+              printfn "A_N %.2f, F_N %.2f" m.FinalAverageAccuracy m.Forgetting
+              dir ]
+    let summaries = dirs |> List.map summaryOf
+    let table = Report.markdownTable header (tableRows summaries)
+    let command = "dotnet fsi scripts/results-cifar10.fsx -- " + String.Join(" ", argv)
+    let text =
+        sprintf "Split CIFAR-10, 5 tasks x 2 classes, class-incremental; ViT-Ti/16 %s at %d px; %d train / %d test images per class; %d epoch(s) per task, batch %d; seeds %s; CPU, %d threads.\n\n%s\nsweep wall time %s\n"
+            (Path.GetFileName o.Checkpoint) o.ImageSize o.TrainPerClass o.TestPerClass o.Epochs o.BatchSize
+            (String.Join(",", o.Seeds)) Environment.ProcessorCount table (Report.formatDuration clock.Elapsed.TotalSeconds)
+    printfn "\n%s" text
+    let markdown = o.Markdown |> Option.defaultValue (Path.Combine(o.Out, "results.md"))
+    Files.writeAtomic markdown (fun tmp -> File.WriteAllText(tmp, sprintf "command: `%s`\n\n%s" command text))
+    let report = Path.Combine(o.Out, "comparison.html")
+    Report.writeComparison report summaries
+    printfn "table: %s\nreport: %s" (Path.GetFullPath markdown) (Path.GetFullPath report)
+    0
+
+let code =
+    let argv = fsi.CommandLineArgs |> Array.skip 1 |> Array.filter (fun a -> a <> "--") |> List.ofArray
+    try
+        if List.contains "--help" argv then
+            usage ()
+            0
+        else sweep argv
+    with PromptingError message ->
+        eprintfn "error: %s" message
+        1
+exit code
