@@ -182,7 +182,9 @@ module Run =
                 saveProgress ()
                 for p in previous do
                     if p <> stateName && not (List.contains p optimizerNames) then try File.Delete(Path.Combine(dir, p)) with _ -> ()
-                log (sprintf "task %d epoch %d/%d: loss %.4f" (t + 1) (epoch + 1) config.Training.Epochs loss)
+                // Methods without trainable parameters (SimpleCIL) take no gradient steps: no loss to show.
+                let lossText = if Double.IsNaN loss then "no gradient steps" else sprintf "loss %.4f" loss
+                log (sprintf "task %d epoch %d/%d: %s" (t + 1) (epoch + 1) config.Training.Epochs lossText)
                 torch.manual_seed (seedFor config t (epoch + 1)) |> ignore
             torch.manual_seed (seedFor config t firstEpoch) |> ignore
             Trainer.trainTask model config.Training device (batches.BatchesPerEpoch task.Train)
