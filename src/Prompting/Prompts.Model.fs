@@ -156,21 +156,39 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
     member this.TrainableParameters() =
         [ for struct (name, p) in this.named_parameters () do if p.requires_grad then yield name, p ]
 
+    member private _.ToCompute(t: torch.Tensor) = if computeType <> torch.float32 then t.to_type computeType else t
+
+    /// One patch embedding serves both passes (it may train, in some baselines); blocks before the
+    /// first injection are shared too when nothing in them trains, computed once without gradient.
+    /// Returns the tokens after the shared blocks and their number.
+    member private _.SharedStart(images: torch.Tensor) =
+        let tokens = backbone.Embed images
+        let shared = if needsQuery then sharedBlocks else 0
+        if shared = 0 then tokens, 0
+        else
+            use _ = torch.no_grad ()
+            use _ = tokens
+            backbone.ForwardBlocks(tokens, 0, shared, None, None), shared
+
+    /// The query the prompt sources see for these images: the frozen, un-prompted backbone's class
+    /// token after QueryDepth blocks through the final norm (B, D), float32, without gradient.
+    member this.Query(images: torch.Tensor) =
+        let computed = this.ToCompute images
+        try
+            let start, shared = this.SharedStart computed
+            use _ = start
+            use q = backbone.QueryFrom(start, shared, queryDepth)
+            q.to_type torch.float32
+        finally
+            if not (obj.ReferenceEquals(computed, images)) then computed.Dispose()
+
     member this.Forward(images: torch.Tensor, training: bool) : PromptedOutput =
         let b = images.shape[0]
         let d = int64 c.Width
         let mixed = computeType <> torch.float32
-        let toCompute (t: torch.Tensor) = if mixed then t.to_type computeType else t
+        let toCompute (t: torch.Tensor) = this.ToCompute t
         let images = toCompute images
-        // One patch embedding serves both passes; blocks before the first injection are shared
-        // too when nothing in them trains (their output is the same tensor in both passes).
-        let tokens = backbone.Embed images
-        let shared = if needsQuery then sharedBlocks else 0
-        let start =
-            if shared = 0 then tokens
-            else
-                use _ = torch.no_grad ()
-                backbone.ForwardBlocks(tokens, 0, shared, None, None)
+        let start, shared = this.SharedStart images
         let query =
             if needsQuery then Some((backbone.QueryFrom(start, shared, queryDepth)).to_type torch.float32) else None
         let context = { Query = query; Training = training; Task = task; Batch = b }
