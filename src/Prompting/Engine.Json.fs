@@ -37,6 +37,9 @@ module Json =
                       let sub = if path = "" then n else path + "." + n
                       match a.TryGetProperty n, b.TryGetProperty n with
                       | (true, x), (true, y) -> yield! walk sub x y
+                      // An absent field reads as None: a field added since the run began is no difference.
+                      | (true, x), _ when x.ValueKind = JsonValueKind.Null -> ()
+                      | _, (true, y) when y.ValueKind = JsonValueKind.Null -> ()
                       | (true, x), _ -> yield sprintf "%s: %s -> (absent)" sub (x.GetRawText())
                       | _, (true, y) -> yield sprintf "%s: (absent) -> %s" sub (y.GetRawText())
                       | _ -> () ]

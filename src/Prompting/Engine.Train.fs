@@ -49,6 +49,40 @@ module Schedules =
         | AdamW -> torch.optim.AdamW(ps, lr = rate, weight_decay = t.WeightDecay)
         | Sgd momentum -> torch.optim.SGD(ps, rate, momentum = momentum, weight_decay = t.WeightDecay)
 
+/// Every read of a device value back to the host in the training loop goes through here (one per
+/// logging interval), so that tests can count them: a step itself never synchronises.
+module HostReads =
+    let private reads = ref 0L
+
+    /// Host reads so far, over all threads.
+    let count () = Threading.Interlocked.Read &reads.contents
+
+    /// The value of a one-element tensor on the host (waits for the device on accelerators).
+    let scalar (t: torch.Tensor) =
+        Threading.Interlocked.Increment &reads.contents |> ignore
+        use host = t.cpu ()
+        float (host.item<float32> ())
+
+/// Gradient clipping that stays on the device.
+module Gradients =
+    /// Scales the gradients so that their joint L2 norm is at most `maxNorm`, as PyTorch's
+    /// clip_grad_norm_ does (coefficient maxNorm / (norm + 1e-6), clamped to 1) but without reading
+    /// the norm back: TorchSharp's clip_grad_norm_ returns it as a double, a host read every step.
+    let clipNorm (parameters: Modules.Parameter list) (maxNorm: float) =
+        use _ = torch.no_grad ()
+        let grads = [| for p in parameters do match p.grad with null -> () | g -> yield g |]
+        if grads.Length > 0 then
+            let norms = grads |> Array.map (fun g -> g.norm ())
+            use stacked = torch.stack norms
+            use total = stacked.norm ()
+            use denominator = total + 1e-6
+            use limit = torch.full_like (denominator, maxNorm.ToScalar())
+            use coefficient = limit / denominator
+            use clamped = coefficient.clamp_max (1.0.ToScalar())
+            for g in grads do g.mul_ clamped |> ignore
+            for n in norms do n.Dispose()
+        for g in grads do g.Dispose()
+
 /// One task's training: an optimiser per learning-rate group, one dispose scope per step, the
 /// loss read back once per epoch (one host synchronisation per logging interval).
 module Trainer =
@@ -80,7 +114,7 @@ module Trainer =
                 for epoch in firstEpoch .. t.Epochs - 1 do
                     use total = torch.zeros ([||], device = device)
                     let mutable steps = 0
-                    for iteration, batch in Seq.indexed (batches epoch) do
+                    let step (iteration: int) (batch: Batch) =
                         use _ = Runtime.noCollection (Runtime.stepBudget batch.Count batch.Size 4)
                         use scope = torch.NewDisposeScope()
                         for o, r in optimizers do
@@ -92,12 +126,15 @@ module Trainer =
                         let loss = Loss.total model output y
                         for o, _ in optimizers do o.zero_grad ()
                         loss.backward ()
-                        t.GradientClip |> Option.iter (fun c -> torch.nn.utils.clip_grad_norm_ (parameters, c) |> ignore)
+                        t.GradientClip |> Option.iter (Gradients.clipNorm parameters)
                         for o, _ in optimizers do o.step () |> ignore
+                        // The epoch's loss accumulates on the device: no host read per step.
                         total.add_ (loss.detach ()) |> ignore
+                    for iteration, batch in Seq.indexed (batches epoch) do
+                        step iteration batch
                         steps <- steps + 1
                         stepDone ()
-                    let mean = if steps = 0 then nan else total.item<float32> () |> float |> fun s -> s / float steps
+                    let mean = if steps = 0 then nan else HostReads.scalar total / float steps
                     epochDone epoch mean (optimizers |> List.map fst)
             finally
                 for o, _ in optimizers do o.Dispose()

@@ -163,4 +163,9 @@ type Method =
       /// Bottleneck adapter after each block's MLP with this reduction (VPT's Adapter baseline).
       AdapterReduction: int option
       TrainingLogits: TrainingLogits
-      Recalibration: HeadRecalibration option }
+      Recalibration: HeadRecalibration option
+      /// Blocks of the frozen, un-prompted backbone the query pass runs before its class token
+      /// goes through the final norm: None = all of them (the reference methods). Some k makes
+      /// the query pass cost k/depth of a forward pass, in training and evaluation alike; with
+      /// k at most the first prompted block it costs nothing (the passes share those blocks).
+      QueryDepth: int option }

@@ -15,7 +15,8 @@ module Methods =
           Backbone = Frozen
           AdapterReduction = None
           TrainingLogits = SeenClasses
-          Recalibration = None }
+          Recalibration = None
+          QueryDepth = None }
 
     let private keyed poolSize topK =
         { PoolSize = poolSize

@@ -86,6 +86,19 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
     let head = new ClassifierHead(method.Head, c.Width, TaskLayout.total layout, method.VptHeadInit)
     let adapters = method.AdapterReduction |> Option.map (fun r -> new Adapters(c.Width, c.Depth, r))
     let needsQuery = groups.Sources |> List.exists (fun (_, s) -> s.NeedsQuery)
+    /// Blocks of the un-prompted backbone the query pass runs (all of them in the references).
+    let queryDepth =
+        match method.QueryDepth with
+        | None -> c.Depth
+        | Some k when k >= 1 && k <= c.Depth -> k
+        | Some k -> Errors.fail "method %s: query depth %d must be between 1 and the backbone's %d blocks" method.Name k c.Depth
+    /// Leading blocks the query pass and the prompted pass share: those before the first block a
+    /// prompt group or adapter touches, up to the query depth, when no backbone weight trains.
+    let sharedBlocks =
+        let firstTouched =
+            if adapters.IsSome then 0
+            else method.Groups |> List.collect layersOf |> List.fold min c.Depth
+        if method.Backbone = Frozen then min firstTouched queryDepth else 0
     let mutable task = 0
     /// The frozen backbone's compute type: float32, or bfloat16 for mixed precision.
     let mutable computeType = torch.float32
@@ -143,13 +156,41 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
     member this.TrainableParameters() =
         [ for struct (name, p) in this.named_parameters () do if p.requires_grad then yield name, p ]
 
+    member private _.ToCompute(t: torch.Tensor) = if computeType <> torch.float32 then t.to_type computeType else t
+
+    /// One patch embedding serves both passes (it may train, in some baselines); blocks before the
+    /// first injection are shared too when nothing in them trains, computed once without gradient.
+    /// Returns the tokens after the shared blocks and their number.
+    member private _.SharedStart(images: torch.Tensor) =
+        let tokens = backbone.Embed images
+        let shared = if needsQuery then sharedBlocks else 0
+        if shared = 0 then tokens, 0
+        else
+            use _ = torch.no_grad ()
+            use _ = tokens
+            backbone.ForwardBlocks(tokens, 0, shared, None, None), shared
+
+    /// The query the prompt sources see for these images: the frozen, un-prompted backbone's class
+    /// token after QueryDepth blocks through the final norm (B, D), float32, without gradient.
+    member this.Query(images: torch.Tensor) =
+        let computed = this.ToCompute images
+        try
+            let start, shared = this.SharedStart computed
+            use _ = start
+            use q = backbone.QueryFrom(start, shared, queryDepth)
+            q.to_type torch.float32
+        finally
+            if not (obj.ReferenceEquals(computed, images)) then computed.Dispose()
+
     member this.Forward(images: torch.Tensor, training: bool) : PromptedOutput =
         let b = images.shape[0]
         let d = int64 c.Width
         let mixed = computeType <> torch.float32
-        let toCompute (t: torch.Tensor) = if mixed then t.to_type computeType else t
+        let toCompute (t: torch.Tensor) = this.ToCompute t
         let images = toCompute images
-        let query = if needsQuery then Some((backbone.Query images).to_type torch.float32) else None
+        let start, shared = this.SharedStart images
+        let query =
+            if needsQuery then Some((backbone.QueryFrom(start, shared, queryDepth)).to_type torch.float32) else None
         let context = { Query = query; Training = training; Task = task; Batch = b }
         let prepared = [ for g, s in groups.Sources -> g, s.Prepare context ]
         let mutable span: (int64 * int64) option = None
@@ -190,12 +231,17 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
                 | 1 -> Some { Key = keys[0]; Value = values[0] }
                 | _ -> Some { Key = torch.cat (keys.ToArray(), 1L); Value = torch.cat (values.ToArray(), 1L) }
             { Tokens = tokens; Prefix = prefix; MlpAdapter = adapters |> Option.map (fun a -> a.At layer) }
-        let features = backbone.ForwardFeatures(images, hook)
-        let preLogits =
+        // The last block computes only the rows the head reads (known once its hook has run).
+        let headRows () : Rows =
             match method.HeadInput, span with
-            | PromptMean, Some(start, len) -> (features.narrow (1, start, len)).mean ([| 1L |])
-            | _, Some(_, len) when placement = BeforeClassToken -> features.select (1, len)
-            | _ -> features.select (1, 0L)
+            | PromptMean, Some(start, len) -> { Start = start; Count = len }
+            | _, Some(_, len) when placement = BeforeClassToken -> { Start = len; Count = 1L }
+            | _ -> { Start = 0L; Count = 1L }
+        let features = backbone.ForwardFrom(start, shared, Some hook, Some headRows)
+        let preLogits =
+            match method.HeadInput with
+            | PromptMean -> features.mean ([| 1L |])
+            | ClassToken -> features.select (1, 0L)
         let preLogits = if mixed then preLogits.to_type torch.float32 else preLogits
         let logits = head.forward preLogits
         let aux =

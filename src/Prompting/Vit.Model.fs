@@ -51,7 +51,13 @@ type PatchEmbed(inChannels: int, width: int, patch: int) as this =
         use flat = grid.flatten 2
         flat.transpose (1, 2)
 
-/// Multi-head self-attention with optional key/value prefixes, through scaled_dot_product_attention.
+/// Token rows [Start, Start + Count) of a sequence: the only rows a block computes outputs for
+/// when nothing later reads the others (the last block feeds the head only its rows).
+[<Struct>]
+type Rows = { Start: int64; Count: int64 }
+
+/// Multi-head self-attention with optional key/value prefixes, through scaled_dot_product_attention
+/// (libtorch's fused flash-attention kernel on the CPU, forward and backward).
 type Attention(width: int, heads: int) as this =
     inherit torch.nn.Module<torch.Tensor, torch.Tensor>("Attention")
     let headDim = width / heads
@@ -66,6 +72,23 @@ type Attention(width: int, heads: int) as this =
         use r = t.reshape (t.shape[0], t.shape[1], int64 heads, int64 headDim)
         r.transpose (1, 2)
 
+    /// Queries (B, H, n, hd) attend to the prefixes followed by keys and values k0, v0 (B, H, N, hd);
+    /// merged back to (B, n, D) and projected.
+    let attend (q: torch.Tensor) (k0: torch.Tensor) (v0: torch.Tensor) (prefix: Prefix option) =
+        let b, n = q.shape[0], q.shape[2]
+        use attended =
+            match prefix with
+            | None -> torch.nn.functional.scaled_dot_product_attention (q, k0, v0)
+            | Some p ->
+                use pk = splitHeads p.Key
+                use pv = splitHeads p.Value
+                use k = torch.cat ([| pk; k0 |], 2L)
+                use v = torch.cat ([| pv; v0 |], 2L)
+                torch.nn.functional.scaled_dot_product_attention (q, k, v)
+        use headsLast = attended.transpose (1, 2)
+        use merged = headsLast.reshape (b, n, int64 width)
+        proj.forward merged
+
     member _.Forward(x: torch.Tensor, prefix: Prefix option) =
         let b, n = x.shape[0], x.shape[1]
         use packed = qkv.forward x
@@ -74,19 +97,25 @@ type Attention(width: int, heads: int) as this =
         use q = split.select (0, 0L)
         use k0 = split.select (0, 1L)
         use v0 = split.select (0, 2L)
-        let attend (k: torch.Tensor) (v: torch.Tensor) = torch.nn.functional.scaled_dot_product_attention (q, k, v)
-        use attended =
-            match prefix with
-            | None -> attend k0 v0
-            | Some p ->
-                use pk = splitHeads p.Key
-                use pv = splitHeads p.Value
-                use k = torch.cat ([| pk; k0 |], 2L)
-                use v = torch.cat ([| pv; v0 |], 2L)
-                attend k v
-        use headsLast = attended.transpose (1, 2)
-        use merged = headsLast.reshape (b, n, int64 width)
-        proj.forward merged
+        attend q k0 v0 prefix
+
+    /// Outputs for `rows` only: keys and values still come from every token, but queries (a third
+    /// of the qkv projection), the attention rows and the output projection only for those rows.
+    member _.Forward(x: torch.Tensor, prefix: Prefix option, rows: Rows) =
+        let b, n, d = x.shape[0], x.shape[1], int64 width
+        use weight = qkv.weight.narrow (0, 0L, d)
+        use bias = qkv.bias.narrow (0, 0L, d)
+        use kvWeight = qkv.weight.narrow (0, d, 2L * d)
+        use kvBias = qkv.bias.narrow (0, d, 2L * d)
+        use kept = x.narrow (1, rows.Start, rows.Count)
+        use queries = torch.nn.functional.linear (kept, weight, bias)
+        use q = splitHeads queries
+        use packed = torch.nn.functional.linear (x, kvWeight, kvBias)
+        use unpacked = packed.reshape (b, n, 2L, int64 heads, int64 headDim)
+        use split = unpacked.permute (2L, 0L, 3L, 1L, 4L)
+        use k0 = split.select (0, 0L)
+        use v0 = split.select (0, 1L)
+        attend q k0 v0 prefix
 
     override this.forward(x) = this.Forward(x, None)
 
@@ -119,10 +148,19 @@ type Block(width: int, heads: int, hidden: int) as this =
         this.register_module ("norm2", norm2)
         this.register_module ("mlp", mlp)
 
-    member _.Forward(x: torch.Tensor, prefix: Prefix option, adapter: (torch.Tensor -> torch.Tensor) option) =
+    /// The block on x (B, N, D); with `rows`, the output holds only those rows (B, rows, D),
+    /// computed exactly as the full block computes them.
+    member _.Forward(x: torch.Tensor, prefix: Prefix option, adapter: (torch.Tensor -> torch.Tensor) option, rows: Rows option) =
         use n1 = norm1.forward x
-        use a = attn.Forward(n1, prefix)
-        use x1 = x + a
+        use a =
+            match rows with
+            | None -> attn.Forward(n1, prefix)
+            | Some r -> attn.Forward(n1, prefix, r)
+        use residual =
+            match rows with
+            | None -> x.alias ()
+            | Some r -> x.narrow (1, r.Start, r.Count)
+        use x1 = residual + a
         use n2 = norm2.forward x1
         use m = mlp.forward n2
         match adapter with
@@ -132,8 +170,11 @@ type Block(width: int, heads: int, hidden: int) as this =
             use mOut = m + adapted
             x1 + mOut
 
-    member this.Forward(x: torch.Tensor, prefix: Prefix option) = this.Forward(x, prefix, None)
-    override this.forward(x) = this.Forward(x, None, None)
+    member this.Forward(x: torch.Tensor, prefix: Prefix option, adapter: (torch.Tensor -> torch.Tensor) option) =
+        this.Forward(x, prefix, adapter, None)
+
+    member this.Forward(x: torch.Tensor, prefix: Prefix option) = this.Forward(x, prefix, None, None)
+    override this.forward(x) = this.Forward(x, None, None, None)
 
 /// timm's VisionTransformer (class token, learned absolute position embedding, final norm,
 /// linear head on the final-norm class token). Parameter names are timm's checkpoint keys.
@@ -186,21 +227,32 @@ type VisionTransformer(config: VitConfig) as this =
         use tokens = torch.cat ([| cls; patches |], 1L)
         tokens + this.PositionEmbedding
 
-    /// Runs the blocks (consulting the hook before each) and the final norm: (B, N', D).
-    member _.ForwardTokens(tokens: torch.Tensor, hook: BlockHook option) =
+    /// Runs blocks [first, stop) on tokens that have been through blocks [0, first), consulting
+    /// the hook before each. `lastRows`, asked after the hook of block stop − 1, restricts that
+    /// block's output to the rows something reads.
+    member _.ForwardBlocks(tokens: torch.Tensor, first: int, stop: int, hook: BlockHook option, lastRows: (unit -> Rows) option) =
+        if first < 0 || first > stop || stop > c.Depth then
+            invalidArg "first" (sprintf "blocks %d..%d outside 0..%d" first stop c.Depth)
         let mutable x = tokens.alias ()
-        for i in 0 .. c.Depth - 1 do
+        for i in first .. stop - 1 do
             let input =
                 match hook with
                 | Some h -> h i x
                 | None -> BlockInput.plain x
-            let next = blocks[i].Forward(input.Tokens, input.Prefix, input.MlpAdapter)
+            let rows = if i = stop - 1 then lastRows |> Option.map (fun f -> f ()) else None
+            let next = blocks[i].Forward(input.Tokens, input.Prefix, input.MlpAdapter, rows)
             if not (obj.ReferenceEquals(input.Tokens, x)) then input.Tokens.Dispose()
             x.Dispose()
             x <- next
-        let out = norm.forward x
-        x.Dispose()
-        out
+        x
+
+    /// Blocks [first, Depth) as in Blocks, then the final norm: (B, N', D), or (B, rows, D).
+    member this.ForwardFrom(tokens: torch.Tensor, first: int, hook: BlockHook option, lastRows: (unit -> Rows) option) =
+        use x = this.ForwardBlocks(tokens, first, c.Depth, hook, lastRows)
+        norm.forward x
+
+    /// Runs the blocks (consulting the hook before each) and the final norm: (B, N', D).
+    member this.ForwardTokens(tokens: torch.Tensor, hook: BlockHook option) = this.ForwardFrom(tokens, 0, hook, None)
 
     /// Final-norm tokens of the (optionally prompted) model.
     member this.ForwardFeatures(images: torch.Tensor, ?hook: BlockHook) =
@@ -215,12 +267,38 @@ type VisionTransformer(config: VitConfig) as this =
         use cls = this.PreLogits features
         head.forward cls
 
+    /// The final-norm class token (B, D) with the last block computed for that token only.
+    member this.ClassFeatures(images: torch.Tensor) =
+        use tokens = this.Embed images
+        use cls = this.ForwardFrom(tokens, 0, None, Some(fun () -> { Start = 0L; Count = 1L }))
+        cls.select (1, 0L)
+
+    /// The un-prompted class token after `depth` blocks through the final norm (B, D), from tokens
+    /// that have already been through blocks [0, first): computed in inference mode with nothing
+    /// kept for backward, the last block for the class token only. The result is an ordinary
+    /// tensor without gradient (inference tensors cannot be saved for a later backward).
+    member _.QueryFrom(tokens: torch.Tensor, first: int, depth: int) =
+        if depth < 1 || depth > c.Depth || first > depth then
+            invalidArg "depth" (sprintf "query after %d blocks (from block %d) outside 1..%d" depth first c.Depth)
+        let cls =
+            use _ = torch.inference_mode ()
+            let mutable x = tokens.narrow (1, 0L, (if first = depth then 1L else tokens.shape[1]))
+            for i in first .. depth - 1 do
+                let rows = if i = depth - 1 then Some { Start = 0L; Count = 1L } else None
+                let next = blocks[i].Forward(x, None, None, rows)
+                x.Dispose()
+                x <- next
+            use normed = norm.forward x
+            x.Dispose()
+            normed.select (1, 0L)
+        use _ = cls
+        cls.clone ()
+
     /// The query of pool-based methods: final-norm CLS of the un-prompted model, without gradients.
     member this.Query(images: torch.Tensor) =
-        use _ = torch.no_grad ()
-        use features = this.ForwardFeatures images
-        (this.PreLogits features).detach ()
+        use tokens = this.Embed images
+        this.QueryFrom(tokens, 0, c.Depth)
 
     override this.forward(images) =
-        use features = this.ForwardFeatures images
-        this.ForwardHead features
+        use cls = this.ClassFeatures images
+        head.forward cls

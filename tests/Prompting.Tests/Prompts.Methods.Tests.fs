@@ -868,7 +868,9 @@ let private vptTests =
           use half = PromptedModel.build (vptSmall 0.5) (TaskLayout.uniform 1 4) backbone
           for l in 0 .. 2 do assign half (sprintf "prompts.vpt.layer%d.prompt" l) prompts.[l]
           let evaluation = [ for _ in 1 .. 2 -> valuesOf (half.Forward(input, false)).Features ]
-          for e in evaluation do expectClose 0.0 e withPrompts "evaluation, dropout 0.5: deterministic and untouched"
+          expectClose 0.0 evaluation[0] evaluation[1] "evaluation, dropout 0.5: deterministic"
+          // The model's last block computes the class token only: equal up to float32 rounding.
+          for e in evaluation do expectClose 1e-5 e withPrompts "evaluation, dropout 0.5: untouched"
           expectApart 1e-4 (valuesOf (half.Forward(input, true)).Features) withPrompts "training, dropout 0.5: prompts perturbed"
       } ]
 

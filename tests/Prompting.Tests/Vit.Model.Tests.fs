@@ -160,6 +160,69 @@ let tests =
               Expect.isLessThan (relativeError (host q).Values expected.Values) 1e-5 "equals features"
           }
 
+          test "a block restricted to some rows computes exactly those rows of the full block" {
+              torch.manual_seed 11L |> ignore
+              use model = Checkpoint.load (fixture "vit_micro.safetensors") micro
+              use _ = torch.no_grad ()
+              use x = torch.randn (2L, 17L, 48L)
+              use key = torch.randn (2L, 5L, 48L)
+              use value = torch.randn (2L, 5L, 48L)
+              for p in [ None; Some { Key = key; Value = value } ] do
+                  use full = model.Blocks[1].Forward(x, p)
+                  for start, count in [ 0L, 1L; 3L, 5L; 0L, 17L ] do
+                      use part = model.Blocks[1].Forward(x, p, None, Some { Start = start; Count = count })
+                      use expected = full.narrow (1, start, count)
+                      Expect.equal part.shape [| 2L; count; 48L |] "only the rows"
+                      let err = relativeError (host part).Values (host expected).Values
+                      Expect.isLessThan err 1e-6 (sprintf "rows %d..%d (prefix: %b)" start (start + count) p.IsSome)
+          }
+
+          test "class features and logits computed for the class token only equal the PyTorch reference" {
+              use model = Checkpoint.load (fixture "vit_micro.safetensors") micro
+              model.eval ()
+              use _ = torch.no_grad ()
+              use input = tensorOf (fixture "input_32.npy")
+              use cls = model.ClassFeatures input
+              use logits = model.forward input
+              let expectedFeatures = Npy.read (fixture "expected_features_32.npy")
+              let expectedLogits = Npy.read (fixture "expected_logits_32.npy")
+              Expect.isLessThan (relativeError (host cls).Values expectedFeatures.Values) 1e-5 "features"
+              Expect.isLessThan (relativeError (host logits).Values expectedLogits.Values) 1e-5 "logits"
+          }
+
+          test "the query after k blocks is the final norm of the class token after k blocks" {
+              use model = Checkpoint.load (fixture "vit_depth5.safetensors") { LoadOptions.defaults with Heads = Some 2 }
+              use input = tensorOf (fixture "input_32.npy")
+              let sd = model.state_dict ()
+              // Blocks one by one through their plain (all-token) forward, then the final norm by hand.
+              let after (k: int) =
+                  use _ = torch.no_grad ()
+                  let mutable x = model.Embed input
+                  for i in 0 .. k - 1 do
+                      let next = model.Blocks[i].forward x
+                      x.Dispose()
+                      x <- next
+                  x
+              for k in 1 .. 5 do
+                  use tokens = after k
+                  use cls = tokens.select (1, 0L)
+                  use expected = torch.nn.functional.layer_norm (cls, [| 32L |], sd["norm.weight"], sd["norm.bias"], 1e-6)
+                  for j in 0 .. k do
+                      use start = after j
+                      use q = model.QueryFrom(start, j, k)
+                      let err = relativeError (host q).Values (host expected).Values
+                      Expect.isLessThan err 1e-6 (sprintf "query after %d blocks from tokens after %d" k j)
+              // An ordinary tensor without gradient: autograd may save it (inference tensors cannot be).
+              use tokens = after 0
+              use q = model.QueryFrom(tokens, 0, 5)
+              Expect.isFalse q.requires_grad "no gradient"
+              use w = torch.randn ([| 32L; 3L |], requires_grad = true)
+              use product = torch.mm (q, w)
+              use y = product.sum ()
+              y.backward ()
+              Expect.isNotNull w.grad "usable in a backward pass"
+          }
+
           test "input of the wrong size is a clear error, not a libtorch crash" {
               use model = Checkpoint.load (fixture "vit_micro.safetensors") micro
               use input = torch.zeros (1L, 3L, 40L, 40L)
@@ -199,6 +262,9 @@ let tests =
                   use out = model.forward input
                   ()
               forward ()
+              // Garbage of earlier tests must not be finalised while this one counts.
+              System.GC.Collect()
+              System.GC.WaitForPendingFinalizers()
               let before = torch.Tensor.TotalCount
               for _ in 1 .. 100 do forward ()
               let after = torch.Tensor.TotalCount
