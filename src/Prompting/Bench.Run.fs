@@ -262,6 +262,26 @@ module BenchRun =
             | Ok _ -> ()
             let profileDir = if o.Profile then o.Output else None
             profileDir |> Option.iter (fun d -> Directory.CreateDirectory d |> ignore)
+            let header rows =
+                { Date = DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'")
+                  Commit = commitOf root
+                  Device = (if device.``type`` = DeviceType.CUDA then "CUDA " + o.Device else "CPU")
+                  Threads = o.Threads
+                  Checkpoint = description
+                  Architecture = sprintf "ViT (width %d, depth %d, %d heads, patch %d)" config.Width config.Depth config.Heads config.PatchSize
+                  ImageSize = imageSize
+                  BatchSize = o.BatchSize
+                  Warmup = o.Warmup
+                  Steps = o.Steps
+                  Repeats = o.Repeats
+                  Tasks = o.Tasks
+                  Classes = o.Classes
+                  Task = o.Task
+                  MatmulPeakGflops = peak
+                  PeerMatmulPeakGflops = peerPeakGflops
+                  PeerLibrary = peerLibrary
+                  Rows = rows }
+            let finished = ResizeArray<BenchRow>()
             let rows =
                 [ for i, name in List.indexed o.Methods ->
                       let methodValue = Methods.find name o.Tasks
@@ -288,26 +308,11 @@ module BenchRun =
                       log (sprintf "[%d/%d] %s: train %s vs %s img/s (%s), infer %s vs %s img/s (%s)" (i + 1) o.Methods.Length methodValue.Name
                                (Report.rate row.OursTrainImagesPerSecond) (Report.rate row.PeerTrainImagesPerSecond) (Report.ratioText row.TrainRatio)
                                (Report.rate row.OursInferImagesPerSecond) (Report.rate row.PeerInferImagesPerSecond) (Report.ratioText row.InferRatio))
+                      // The rows so far, so a long run that is stopped keeps what it measured.
+                      finished.Add row
+                      o.Output |> Option.iter (fun dir -> Report.write dir (header (List.ofSeq finished)))
                       row ]
-            let report =
-                { Date = DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'")
-                  Commit = commitOf root
-                  Device = (if device.``type`` = DeviceType.CUDA then "CUDA " + o.Device else "CPU")
-                  Threads = o.Threads
-                  Checkpoint = description
-                  Architecture = sprintf "ViT (width %d, depth %d, %d heads, patch %d)" config.Width config.Depth config.Heads config.PatchSize
-                  ImageSize = imageSize
-                  BatchSize = o.BatchSize
-                  Warmup = o.Warmup
-                  Steps = o.Steps
-                  Repeats = o.Repeats
-                  Tasks = o.Tasks
-                  Classes = o.Classes
-                  Task = o.Task
-                  MatmulPeakGflops = peak
-                  PeerMatmulPeakGflops = peerPeakGflops
-                  PeerLibrary = peerLibrary
-                  Rows = rows }
+            let report = header rows
             o.Output |> Option.iter (fun dir -> Report.write dir report)
             report
         finally
