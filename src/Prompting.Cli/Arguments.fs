@@ -216,6 +216,7 @@ type CliArgs =
     | [<CliPrefix(CliPrefix.None)>] Eval of ParseResults<EvalArgs>
     | [<CliPrefix(CliPrefix.None)>] Benchmarks of ParseResults<BenchmarksArgs>
     | [<CliPrefix(CliPrefix.None)>] Report of ParseResults<ReportArgs>
+    | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<BenchArgs>
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -230,3 +231,4 @@ type CliArgs =
             | Eval _ -> "evaluate a run again from its saved state."
             | Benchmarks _ -> "list the benchmarks."
             | Report _ -> "compare runs: a table and an HTML report."
+            | Bench _ -> "measure training and inference speed, memory and MFU per method beside PyTorch eager."

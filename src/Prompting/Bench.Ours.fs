@@ -1,0 +1,130 @@
+namespace Prompting.Bench
+
+open System
+open System.Diagnostics
+open TorchSharp
+open Prompting
+open Prompting.Data
+open Prompting.Vit
+open Prompting.Prompts
+open Prompting.Engine
+
+/// Our side of one measurement, meant to run alone in a fresh process (so VmHWM is this method's):
+/// the engine's own training step (Trainer.trainTask: the method's loss, masking, optimiser and
+/// clipping from its recipe) and its own evaluation loop (Evaluate.evaluateTask: query pass,
+/// prompted pass, no gradients), on the synthetic batch.
+module Ours =
+    let library = "TorchSharp 0.107 / libtorch 2.10"
+
+    let private batchOf (r: MeasureRequest) (pixels: float32[]) (labels: int64[]) index : Batch =
+        { Index = index; Count = r.BatchSize; Size = r.ImageSize; Pixels = pixels; Labels = labels; Indices = [||] }
+
+    /// The recipe of the method for one epoch of synthetic batches.
+    let training (r: MeasureRequest) (methodName: string) =
+        { Recipes.forMethod methodName with Epochs = 1; BatchSize = r.BatchSize }
+
+    /// Seconds per repeat from step-end timestamps: repeat i spans steps (W + i·K, W + (i+1)·K].
+    let repeatSeconds (warmup: int) (steps: int) (repeats: int) (stamps: int64[]) =
+        [ for i in 0 .. repeats - 1 ->
+              let first = stamps[warmup + i * steps - 1]
+              let last = stamps[warmup + (i + 1) * steps - 1]
+              float (last - first) / float Stopwatch.Frequency ]
+
+    /// Hand-timed phases of the trainer's step, for the profile: the same calls in the same order,
+    /// with the query pass also run alone (once more) to separate it from the prompted forward.
+    let private phases (model: PromptedModel) (t: Training) (device: torch.Device) (r: MeasureRequest) (batch: Batch) (queried: bool) =
+        let trainable = model.TrainableParameters()
+        if trainable.IsEmpty then []
+        else
+            let optimizer = Schedules.optimizer t (trainable |> List.map snd) (Schedules.baseRate t)
+            let parameters = trainable |> List.map snd
+            model.train ()
+            let samples = ResizeArray<float[]>()
+            try
+                for step in 0 .. r.Warmup + r.Steps * r.Repeats - 1 do
+                    use _ = Runtime.noCollection (Runtime.stepBudget batch.Count batch.Size 4)
+                    use scope = torch.NewDisposeScope()
+                    let clock = Stopwatch.StartNew()
+                    let mark () =
+                        Compute.synchronize device
+                        clock.Elapsed.TotalMilliseconds
+                    let x = Batches.pixels device batch
+                    let y = torch.tensor(batch.Labels).``to`` device
+                    let t0 = mark ()
+                    if queried then model.Backbone.Query x |> ignore
+                    let t1 = mark ()
+                    let output = model.Forward(x, true)
+                    let t2 = mark ()
+                    let loss = Loss.total model output y
+                    let t3 = mark ()
+                    optimizer.zero_grad ()
+                    loss.backward ()
+                    let t4 = mark ()
+                    t.GradientClip |> Option.iter (fun c -> torch.nn.utils.clip_grad_norm_ (parameters, c) |> ignore)
+                    optimizer.step () |> ignore
+                    let t5 = mark ()
+                    if step >= r.Warmup then
+                        samples.Add [| t0; t1 - t0; (t2 - t1) - (t1 - t0); t3 - t2; t4 - t3; t5 - t4 |]
+            finally
+                optimizer.Dispose()
+                model.eval ()
+            let names = [ "batch to tensor"; "query pass"; "prompted forward"; "loss"; "backward"; "optimiser (clip + step)" ]
+            names |> List.mapi (fun i name -> { Name = name; Milliseconds = Stats.median [ for s in samples -> s[i] ] })
+
+    /// Measures one method; the caller runs it in a fresh process and writes the result.
+    let measure (r: MeasureRequest) : SideResult =
+        Compute.setThreads r.Threads
+        let device = Devices.parse r.Device
+        let baseline = Memory.residentBytes ()
+        let cudaBefore = if device.``type`` = DeviceType.CUDA then CudaMemory.usedBytes () else None
+        let method = Methods.find r.Method r.Tasks
+        let layout = TaskLayout.uniform r.Tasks r.Classes
+        if r.Task < 0 || r.Task >= r.Tasks then Errors.fail "--task %d: must be in 0..%d" r.Task (r.Tasks - 1)
+        torch.manual_seed (int64 r.Seed) |> ignore
+        let backbone = Checkpoint.load r.Checkpoint { ImageSize = Some r.ImageSize; Heads = Some r.Heads; Classes = None }
+        use model = PromptedModel.build method layout backbone
+        model.``to`` device |> ignore
+        if r.Task > 0 then model.BeginTask r.Task
+        let first = TaskLayout.offset layout r.Task
+        let pixels = Synthetic.pixels r.BatchSize r.ImageSize
+        let labels = Synthetic.labels r.BatchSize first (TaskLayout.count layout r.Task)
+        let total = r.Warmup + r.Steps * r.Repeats
+        let t = training r method.Name
+        // Training: the trainer itself, one epoch of `total` batches, stamped after every step.
+        let stamps = ResizeArray<int64>()
+        let mutable meanLoss = nan
+        let boundary (i: int) = i >= r.Warmup - 1 && (i - (r.Warmup - 1)) % r.Steps = 0
+        Trainer.trainTask model t device total (fun _ -> Seq.init total (batchOf r pixels labels)) 0 ignore
+            (fun () ->
+                if boundary stamps.Count then Compute.synchronize device
+                stamps.Add(Stopwatch.GetTimestamp()))
+            (fun _ loss _ -> meanLoss <- loss)
+        let trainSeconds =
+            if stamps.Count = total then repeatSeconds r.Warmup r.Steps r.Repeats (stamps.ToArray()) else []
+        // Inference: the evaluation loop, warm-up batches then each repeat's batches.
+        let task =
+            { Index = r.Task; Classes = [| first .. first + TaskLayout.count layout r.Task - 1 |]; Train = [||]; Test = [||] }
+        let evaluate count =
+            Evaluate.evaluateTask model device task (Seq.init count (batchOf r pixels labels)) |> ignore
+        evaluate r.Warmup
+        let inferSeconds =
+            [ for _ in 1 .. r.Repeats ->
+                  let clock = Stopwatch.StartNew()
+                  evaluate r.Steps
+                  clock.Elapsed.TotalSeconds ]
+        let profile =
+            if r.Profile then phases model t device r (batchOf r pixels labels 0) (Flops.needsQuery method) else []
+        let cudaAfter = if device.``type`` = DeviceType.CUDA then CudaMemory.usedBytes () else None
+        { Side = "prompting"
+          Method = method.Name
+          TrainSeconds = trainSeconds
+          InferSeconds = inferSeconds
+          ImagesPerRepeat = r.Steps * r.BatchSize
+          TrainableParameters = model.TrainableParameters() |> List.sumBy (fun (_, p) -> p.numel ())
+          BaselineRssBytes = baseline
+          PeakRssBytes = Memory.peakResidentBytes ()
+          CudaUsedBytes = Option.map2 (fun after before -> after - before) cudaAfter cudaBefore
+          CudaAllocatedPeakBytes = None
+          Loss = meanLoss
+          Phases = profile
+          Library = library }

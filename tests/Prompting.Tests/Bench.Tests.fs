@@ -1,0 +1,326 @@
+/// The bench harness: analytic FLOPs (by hand and against the profiler's count of the peer's
+/// executed products), statistics and formatting, the child-process protocol, the PyTorch peer
+/// and the command's errors.
+module Prompting.Tests.Bench
+
+open System
+open System.Diagnostics
+open System.IO
+open Expecto
+open Prompting
+open Prompting.Vit
+open Prompting.Prompts
+open Prompting.Engine
+open Prompting.Bench
+open Prompting.Tests.Fixtures
+open Prompting.Tests.TestSupport
+
+/// Image 16, patch 8 (4 patches, 5 tokens), width 8, 2 heads (hd 4), MLP 32, depth 2; C·p² = 192.
+let private tiny = VitConfig.custom 16 8 2 8 2 0
+/// Two tasks of two classes: the head has 4 outputs.
+let private tinyLayout = TaskLayout.uniform 2 4
+
+let private prefixGroup source =
+    { Name = "p"; Layers = Only [ 0 ]; Length = 4; Insertion = PrefixTokens SplitHalves; Source = source
+      Init = Uniform(0.0, 1.0); Dropout = 0.0 }
+
+let private withGroups name groups = { Methods.linear with Name = name; Groups = groups }
+
+let private python = "/usr/bin/python3"
+let private peerScript = Path.Combine(root, "bench", "peer.py")
+
+let private pythonHasTorch =
+    lazy
+        (try
+            let psi = ProcessStartInfo(python, [ "-c"; "import torch" ], RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false)
+            use p = Process.Start psi
+            p.WaitForExit()
+            p.ExitCode = 0
+         with _ -> false)
+
+let private requirePeer () =
+    if not pythonHasTorch.Value then skiptest "/usr/bin/python3 cannot import torch (apt-get install python3-torch libopenblas0-pthread)"
+
+/// Runs the peer script; exit code and output.
+let private runPeer (args: string list) =
+    let psi = ProcessStartInfo(python, peerScript :: args, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+    psi.Environment["OMP_NUM_THREADS"] <- "1"
+    use p = Process.Start psi
+    let err = p.StandardError.ReadToEndAsync()
+    let out = p.StandardOutput.ReadToEnd()
+    p.WaitForExit()
+    p.ExitCode, out + err.Result
+
+let private depth5 = fixture "vit_depth5.safetensors"
+let private depth5Config = VitConfig.custom 32 8 5 32 2 0
+
+let private peerFlops (methodName: string) =
+    let out = Path.Combine(tempDir (), "flops.json")
+    let code, output =
+        runPeer [ "measure"; "--method"; methodName; "--checkpoint"; depth5; "--heads"; "2"; "--image-size"; "32"; "--batch-size"; "4"
+                  "--threads"; "1"; "--repeats"; "1"; "--count-flops"; "--output"; out ]
+    Expect.equal code 0 output
+    use doc = Text.Json.JsonDocument.Parse(File.ReadAllText out)
+    doc.RootElement.GetProperty("ProfiledTrainFlops").GetInt64(), doc.RootElement.GetProperty("ProfiledInferFlops").GetInt64()
+
+let private side name (train: float list) (infer: float list) rss : SideResult =
+    { Side = name; Method = "l2p"; TrainSeconds = train; InferSeconds = infer; ImagesPerRepeat = 32; TrainableParameters = 10L
+      BaselineRssBytes = 100L <<< 20; PeakRssBytes = rss; CudaUsedBytes = None; CudaAllocatedPeakBytes = None; Loss = 1.0
+      Phases = []; Library = name }
+
+let private reportOf (rows: BenchRow list) : BenchReport =
+    { Date = "2026-01-01 00:00 UTC"; Commit = Some "abc1234"; Device = "CPU"; Threads = 2; Checkpoint = "w.safetensors"
+      Architecture = "ViT"; ImageSize = 224; BatchSize = 32; Warmup = 1; Steps = 1; Repeats = 3; Tasks = 10; Classes = 100; Task = 0
+      MatmulPeakGflops = 50.0; PeerMatmulPeakGflops = Some 40.0; PeerLibrary = Some "PyTorch 1.13"; Rows = rows }
+
+[<Tests>]
+let tests =
+    testList
+        "bench"
+        [ // Every number below is written out from the shapes: 2·M·N·K per product.
+          test "FLOPs of a linear probe by hand" {
+              let f = Flops.count tiny Methods.linear tinyLayout 0 true
+              // patch embedding 2·4·8·192 = 12288; a block of 5 tokens: qkv 2·5·24·8 = 1920,
+              // q·kᵀ and attn·v 2·(2 heads·5·5·4) = 400 each, proj 2·5·8·8 = 640, fc1 = fc2 = 2·5·32·8 = 2560
+              let block = 1920L + 400L + 400L + 640L + 2560L + 2560L
+              Expect.equal block 8480L "block"
+              Expect.equal f.Query 0L "no query pass"
+              Expect.equal f.Forward (12288L + 2L * block + 2L * 8L * 4L) "forward: patches, 2 blocks, head 2·8·4"
+              // Only the head's weight gradient: the backbone is frozen and nothing upstream needs grad.
+              Expect.equal f.Backward 64L "backward"
+          }
+
+          test "FLOPs of VPT-shallow by hand: prompt tokens make every block's activations need grad" {
+              let f = Flops.count tiny Methods.vptShallow tinyLayout 0 true
+              // 5 + 10 = 15 tokens: qkv 2·15·24·8 = 5760, q·kᵀ = attn·v = 2·2·15·15·4 = 3600,
+              // proj 2·15·64 = 1920, fc1 = fc2 = 2·15·32·8 = 7680
+              let block = 5760L + 3600L + 3600L + 1920L + 7680L + 7680L
+              Expect.equal f.Forward (12288L + 2L * block + 64L) "forward"
+              // backward per block: input grads of the frozen linears (qkv, proj, fc1, fc2), both
+              // operands of the two attention products; the head: weight and input.
+              let blockBackward = 5760L + 2L * 3600L + 2L * 3600L + 1920L + 7680L + 7680L
+              Expect.equal f.Backward (2L * blockBackward + 2L * 64L) "backward"
+              Expect.equal (FlopCount.training f) (f.Forward + f.Backward) "no query"
+          }
+
+          test "FLOPs of a prefix at block 0 by hand: no gradient reaches the queries or qkv there" {
+              let f = Flops.count tiny (withGroups "prefix" [ prefixGroup Static ]) tinyLayout 0 true
+              // block 0 attends over 5 + 2 keys: q·kᵀ = attn·v = 2·2·5·7·4 = 560
+              let block0 = 1920L + 560L + 560L + 640L + 2560L + 2560L
+              let block1 = 8480L
+              Expect.equal f.Forward (12288L + block0 + block1 + 64L) "forward"
+              // block 0: q·kᵀ only for the keys (560), attn·v both (1120), proj/fc1/fc2 inputs;
+              // block 1: every activation gradient (1920 + 800 + 800 + 640 + 2560 + 2560).
+              let backward0 = 560L + 1120L + 640L + 2560L + 2560L
+              let backward1 = 1920L + 800L + 800L + 640L + 2560L + 2560L
+              Expect.equal f.Backward (backward0 + backward1 + 128L) "backward"
+          }
+
+          test "FLOPs of a keyed prefix pool add the query pass and the key similarity" {
+              let pool = Keyed { PoolSize = 3; TopK = 1; KeysPerLayer = false; BatchwiseSelection = false; TrainWithTaskId = false
+                                 CopyPreviousAtTaskStart = false; PullLoss = NegativeCosine; PullWeight = 0.1 }
+              let keyed = Flops.count tiny (withGroups "keyed" [ prefixGroup pool ]) tinyLayout 0 true
+              let plain = Flops.count tiny (withGroups "prefix" [ prefixGroup Static ]) tinyLayout 0 true
+              Expect.equal keyed.Query (12288L + 2L * 8480L) "query: the un-prompted backbone without head"
+              Expect.equal (keyed.Forward - plain.Forward) (2L * 8L * 3L) "cos(q, keys): 2·D·M"
+              Expect.equal (keyed.Backward - plain.Backward) (2L * 8L * 3L) "gradient to the keys only"
+              Expect.equal (FlopCount.inference keyed) (keyed.Query + keyed.Forward) "inference"
+          }
+
+          test "FLOPs of full fine-tuning count every weight gradient" {
+              let frozen = Flops.count tiny Methods.linear tinyLayout 0 true
+              let full = Flops.count tiny Methods.full tinyLayout 0 true
+              // every block product once more (weight or second operand), the patch embedding's
+              // weight (12288), and every activation gradient from block 0 on
+              let block = 8480L
+              Expect.equal full.Backward (12288L + 2L * (2L * block) + 2L * 64L) "backward"
+              Expect.equal full.Forward frozen.Forward "same forward"
+          }
+
+          test "FLOPs agree with the profiler's count of the peer's executed products" {
+              requirePeer ()
+              let layout = TaskLayout.uniform 10 100
+              let d, pool = 32L, 10L
+              let conv = 2L * 16L * 192L * 32L
+              for name in [ "vpt-deep"; "l2p"; "l2p++"; "dualprompt"; "dualprompt-coda"; "coda-prompt"; "vq-prompt"; "dual-vq"; "vpt-deep-pool"; "adapter"; "full" ] do
+                  let f = Flops.count depth5Config (Methods.find name 10) layout 0 true
+                  let train, infer = peerFlops name
+                  // The L2P port reads the selected keys by indexing, so its similarity product
+                  // gets no backward (ours pulls through cos·gather); the profiler has no formula
+                  // for the convolution's backward (full fine-tuning's patch-embedding weights).
+                  let expectedDifference =
+                      match name with
+                      | "l2p" -> 2L * d * pool
+                      | "full" -> conv
+                      | _ -> 0L
+                  Expect.equal (FlopCount.training f - train) expectedDifference (sprintf "%s: training FLOPs/img" name)
+                  Expect.equal (FlopCount.inference f) infer (sprintf "%s: inference FLOPs/img" name)
+          }
+
+          test "median, throughput and ratio" {
+              Expect.equal (Stats.median [ 3.0; 1.0; 2.0 ]) 2.0 "odd"
+              Expect.equal (Stats.median [ 4.0; 1.0; 3.0; 2.0 ]) 2.5 "even: mean of the middle two"
+              Expect.isTrue (Double.IsNaN(Stats.median [])) "empty"
+              Expect.equal (Stats.throughput 32 [ 2.0; 8.0; 4.0 ]) 8.0 "32 images / median 4 s"
+              Expect.equal (Stats.ratio 3.0 2.0) 1.5 "ours / theirs"
+              Expect.isTrue (Double.IsNaN(Stats.ratio 3.0 nan)) "missing side"
+          }
+
+          test "repeat times come from the step stamps at repeat boundaries" {
+              // warm-up 2, 3 steps per repeat, 2 repeats: stamps after steps 0..7 (ticks).
+              let stamps = [| 0L; 10L; 20L; 30L; 45L; 50L; 90L; 100L |] |> Array.map (fun s -> s * Stopwatch.Frequency)
+              let seconds = Ours.repeatSeconds 2 3 2 stamps
+              Expect.equal seconds [ 35.0; 55.0 ] "steps 2-4 (45 - 10), then 5-7 (100 - 45)"
+          }
+
+          test "VmRSS and VmHWM are read from the status text" {
+              let text = "Name:\tdotnet\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\nThreads:\t12\n"
+              Expect.equal (Memory.statusField text "VmHWM") (Some(200L <<< 20)) "peak"
+              Expect.equal (Memory.statusField text "VmRSS") (Some(100L <<< 20)) "resident"
+              Expect.equal (Memory.statusField text "VmSwap") None "absent"
+              Expect.isGreaterThan (Memory.peakResidentBytes ()) 0L "this process"
+          }
+
+          test "synthetic pixels follow the documented formula" {
+              let p = Synthetic.pixels 1 2
+              Expect.equal p.Length 12 "1 x 3 x 2 x 2"
+              Expect.equal p[0] -1.0f "i = 0"
+              Expect.equal p[1] (float32 (2654435761.0 / 4294967296.0 * 2.0 - 1.0)) "i = 1"
+              Expect.equal (Synthetic.labels 5 10 2) [| 10L; 11L; 10L; 11L; 10L |] "the task's classes in turn"
+          }
+
+          test "rows, ratios and MFU of the table" {
+              let flops = { Query = 1_000_000_000L; Forward = 2_000_000_000L; Backward = 1_000_000_000L }
+              let ours = side "prompting" [ 2.0; 2.0; 4.0 ] [ 1.0; 1.0; 1.0 ] (500L <<< 20)
+              let peer = side "pytorch" [ 4.0; 4.0; 4.0 ] [ 2.0; 2.0; 2.0 ] (600L <<< 20)
+              let row = Report.row "l2p" flops 50.0 (Ok ours) (Ok peer)
+              Expect.equal row.OursTrainImagesPerSecond 16.0 "32 / 2 s"
+              Expect.equal row.TrainRatio 2.0 "16 / 8"
+              Expect.equal row.InferRatio 2.0 "32 / 16"
+              // 4 GFLOP/img × 16 img/s ÷ 50 GFLOP/s
+              Expect.floatClose Accuracy.high row.OursTrainMfu (4.0 * 16.0 / 50.0) "train MFU"
+              Expect.floatClose Accuracy.high row.OursInferMfu (3.0 * 32.0 / 50.0) "inference MFU"
+              let failed = Report.row "l2p" flops 50.0 (Ok ours) (Error "exit code 1: boom")
+              Expect.isTrue (Double.IsNaN failed.TrainRatio) "no ratio without the peer"
+              Expect.equal failed.PeerError (Some "exit code 1: boom") "the reason is kept"
+          }
+
+          test "the table as text, markdown and CSV" {
+              let flops = { Query = 0L; Forward = 2_000_000_000L; Backward = 500_000_000L }
+              let ours = side "prompting" [ 2.0 ] [ 1.0 ] (500L <<< 20)
+              let rows =
+                  [ Report.row "l2p" flops 50.0 (Ok ours) (Ok(side "pytorch" [ 4.0 ] [ 4.0 ] (600L <<< 20)))
+                    Report.row "linear" flops 50.0 (Ok ours) (Error "no PyTorch") ]
+              let report = reportOf rows
+              let text = Report.text report
+              Expect.stringContains text "2.00x" "train ratio 16 / 8"
+              Expect.stringContains text "4.00x" "inference ratio 32 / 8"
+              Expect.stringContains text "500 / 600" "peak RSS in MiB"
+              Expect.stringContains text "linear: PyTorch: no PyTorch" "the missing side is explained"
+              let md = (Report.markdown report).Split('\n') |> Array.filter (fun l -> l.StartsWith "|")
+              Expect.equal md.Length 4 "header, rule, 2 rows"
+              let columns (l: string) = l.Split('|').Length
+              for l in md do Expect.equal (columns l) (columns md[0]) (sprintf "same column count: %s" l)
+              Expect.stringContains md[2] "| l2p | 16.0 | 8.00 | 2.00x | 32.0 | 8.00 | 4.00x | 500 / 600 | 2.50 | 80.0% |" "l2p row"
+              Expect.stringContains md[3] "n/a" "missing values"
+              let csv = (Report.csv report).TrimEnd('\n').Split('\n')
+              Expect.equal csv.Length 3 "header and 2 lines"
+              let header = csv[0].Split(',')
+              let l2p = csv[1].Split(',')
+              Expect.equal l2p.Length header.Length "as many fields as the header"
+              Expect.equal l2p[Array.IndexOf(header, "train_ratio")] "2" "raw ratio"
+              Expect.equal (csv[2].Split(',')[Array.IndexOf(header, "pytorch_train_img_s")]) "" "empty when missing"
+          }
+
+          test "the peer receives the method's recipe" {
+              let request method : MeasureRequest =
+                  { Method = method; Checkpoint = "w"; Heads = 3; ImageSize = 224; BatchSize = 32; Threads = 2; Warmup = 1; Steps = 1
+                    Repeats = 3; Device = "cpu"; Tasks = 10; Classes = 100; Task = 0; Profile = false; Seed = 0 }
+              let args m = BenchRun.peerArguments "peer.py" (request m) "out.json" None |> String.concat " "
+              // L2P: Adam 0.03 × 32 / 256, clipping at 1.
+              Expect.stringContains (args "l2p") "--optimizer adam --lr 0.00375 --weight-decay 0 --clip 1" "l2p"
+              Expect.stringContains (args "vq-prompt") "--optimizer adamw --lr 0.0125 --weight-decay 0 --head-lr 0.0025" "vq-prompt"
+              Expect.stringContains (args "vpt-deep") "--optimizer sgd --momentum 0.9" "vpt"
+              Expect.stringContains (args "L2P") "--method l2p" "canonical method name"
+          }
+
+          test "the child protocol: one method measured in a fresh process" {
+              let dir = tempDir ()
+              let request : MeasureRequest =
+                  { Method = "dualprompt"; Checkpoint = depth5; Heads = 2; ImageSize = 32; BatchSize = 4; Threads = 1; Warmup = 1
+                    Steps = 2; Repeats = 3; Device = "cpu"; Tasks = 10; Classes = 100; Task = 0; Profile = true; Seed = 0 }
+              let requestPath = Path.Combine(dir, "request.json")
+              File.WriteAllText(requestPath, Json.serialize request)
+              let resultPath = Path.Combine(dir, "result.json")
+              let code, out, err = Cli.runCli [ "bench"; "--child"; requestPath; "--child-output"; resultPath ]
+              Expect.equal code 0 (out + err)
+              let r = Json.deserialize<SideResult> resultPath (File.ReadAllText resultPath)
+              Expect.equal r.Method "dualprompt" "method"
+              Expect.equal r.TrainSeconds.Length 3 "three training repeats"
+              Expect.equal r.InferSeconds.Length 3 "three inference repeats"
+              Expect.isTrue (r.TrainSeconds @ r.InferSeconds |> List.forall (fun s -> s > 0.0)) "positive times"
+              Expect.equal r.ImagesPerRepeat 8 "2 steps of 4"
+              Expect.isTrue (Double.IsFinite r.Loss && r.Loss > 0.0) "trained on a finite loss"
+              Expect.isGreaterThan r.BaselineRssBytes 0L "baseline RSS"
+              Expect.isGreaterThanOrEqual r.PeakRssBytes r.BaselineRssBytes "peak >= baseline"
+              Expect.equal (r.Phases |> List.map (fun p -> p.Name)) [ "batch to tensor"; "query pass"; "prompted forward"; "loss"; "backward"; "optimiser (clip + step)" ] "phases"
+              // DualPrompt trains G (2 layers × 10 × 32) and E (3 layers × 10 tasks × 10 × 32 + keys 10 × 32) and the head.
+              Expect.equal r.TrainableParameters (2L * 320L + 3L * 3200L + 320L + 32L * 100L + 100L) "trainable parameters"
+          }
+
+          test "a child that is missing its output path is refused in one line" {
+              let code, _, err = Cli.runCli [ "bench"; "--child"; "request.json" ]
+              Expect.equal code 1 "exit code"
+              expectMessage (err.Trim()) [ "--child-output" ] "child without output"
+          }
+
+          test "bad bench options fail in one line before any work" {
+              let cases =
+                  [ [ "--warmup"; "0" ], [ "--warmup 0"; "at least 1" ]
+                    [ "--methods"; "nope" ], [ "method nope"; "unknown" ]
+                    [ "--checkpoint"; "/nonexistent/w.safetensors" ], [ "/nonexistent/w.safetensors"; "not found" ]
+                    [ "--device"; "tpu" ], [ "--device tpu" ]
+                    [ "--task"; "10" ], [ "--task 10"; "0..9" ]
+                    [ "--arch"; "vit-huge" ], [ "vit-huge"; "unknown preset" ]
+                    [ "--classes"; "5" ], [ "--classes 5" ] ]
+              for args, fragments in cases do
+                  let code, _, err = Cli.runCli ("bench" :: "--no-peer" :: args)
+                  Expect.equal code 1 (sprintf "%A: exit code (%s)" args err)
+                  expectMessage (err.Trim()) fragments (sprintf "%A" args)
+          }
+
+          test "the peer measures a method on a tiny configuration" {
+              requirePeer ()
+              let out = Path.Combine(tempDir (), "peer.json")
+              let code, output =
+                  runPeer [ "measure"; "--method"; "coda-prompt"; "--checkpoint"; depth5; "--heads"; "2"; "--image-size"; "32"
+                            "--batch-size"; "4"; "--threads"; "1"; "--steps"; "2"; "--repeats"; "2"; "--profile"; "--output"; out ]
+              Expect.equal code 0 output
+              let r = Json.deserialize<SideResult> out (File.ReadAllText out)
+              Expect.equal r.Side "pytorch" "side"
+              Expect.equal r.TrainSeconds.Length 2 "repeats"
+              Expect.isTrue (r.TrainSeconds @ r.InferSeconds |> List.forall (fun s -> s > 0.0)) "positive times"
+              Expect.isTrue (Double.IsFinite r.Loss) "finite loss"
+              Expect.equal r.Phases.Length 6 "phases"
+              // Task 0 of 10 trains components 0..9 of 100 (all rows are parameters) and the head.
+              Expect.equal r.TrainableParameters (5L * (100L * 8L * 32L + 2L * 100L * 32L) + 32L * 100L + 100L) "parameters"
+          }
+
+          test "prompting bench end to end on a tiny configuration" {
+              let dir = tempDir ()
+              let code, out, err =
+                  Cli.runCli [ "bench"; "--checkpoint"; depth5; "--heads"; "2"; "--batch-size"; "4"; "--threads"; "1"; "--repeats"; "2"
+                               "--methods"; "l2p"; "linear"; "--matmul-size"; "256"; "--output"; dir ]
+              Expect.equal code 0 (out + err)
+              Expect.stringContains out "ours train img/s" "the table on the terminal"
+              for f in [ "bench.md"; "bench.json"; "bench.csv" ] do
+                  Expect.isTrue (File.Exists(Path.Combine(dir, f))) f
+              let report = Json.deserialize<BenchReport> "bench.json" (File.ReadAllText(Path.Combine(dir, "bench.json")))
+              Expect.equal (report.Rows |> List.map (fun r -> r.Method)) [ "l2p"; "linear" ] "rows"
+              for r in report.Rows do
+                  Expect.isTrue (r.OursTrainImagesPerSecond > 0.0) (sprintf "%s: ours trained" r.Method)
+                  Expect.equal r.Flops (Flops.count depth5Config (Methods.find r.Method 10) (TaskLayout.uniform 10 100) 0 true) "analytic FLOPs"
+                  if pythonHasTorch.Value then
+                      Expect.isTrue (r.PeerTrainImagesPerSecond > 0.0) (sprintf "%s: the peer trained (%A)" r.Method r.PeerError)
+              Expect.isGreaterThan report.MatmulPeakGflops 0.0 "matmul peak"
+          } ]
