@@ -306,6 +306,20 @@ let tests =
               Expect.equal r.TrainableParameters (5L * (100L * 8L * 32L + 2L * 100L * 32L) + 32L * 100L + 100L) "parameters"
           }
 
+          test "scripts/bench.fsx runs the bench" {
+              let args =
+                  [ "fsi"; Path.Combine(root, "scripts", "bench.fsx"); "--"; "--no-peer"; "--methods"; "linear"; "--checkpoint"; depth5
+                    "--heads"; "2"; "--batch-size"; "2"; "--threads"; "1"; "--repeats"; "1"; "--matmul-size"; "128" ]
+              let psi = ProcessStartInfo("dotnet", args, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+              use p = Process.Start psi
+              let err = p.StandardError.ReadToEndAsync()
+              let out = p.StandardOutput.ReadToEnd()
+              p.WaitForExit()
+              Expect.equal p.ExitCode 0 (out + err.Result)
+              Expect.stringContains out "linear" "the table's row"
+              Expect.stringContains err.Result "no PyTorch peer: --no-peer" "the missing peer is said"
+          }
+
           test "prompting bench end to end on a tiny configuration" {
               let dir = tempDir ()
               let code, out, err =
