@@ -703,12 +703,15 @@ def measure(args):
         predicted_task = logits[:, first:stop].argmax(1) + first
         correct += (predicted_task == labels).sum()
 
-    def timed(step, count):
+    cpu_seconds = {"train": [], "infer": []}
+
+    def timed(step, count, kind):
         sync(device)
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         for _ in range(count):
             step()
         sync(device)
+        cpu_seconds[kind].append(time.process_time() - cpu)
         return time.perf_counter() - t
 
     train_seconds, loss_mean = [], float("nan")
@@ -721,7 +724,7 @@ def measure(args):
 
         for _ in range(args.warmup):
             train_step()
-        train_seconds = [timed(accumulate, args.steps) for _ in range(args.repeats)]
+        train_seconds = [timed(accumulate, args.steps, "train") for _ in range(args.repeats)]
         loss_mean = float(total) / (args.steps * args.repeats)
 
     model.eval()
@@ -729,7 +732,7 @@ def measure(args):
         correct = torch.zeros((), dtype=torch.int64, device=device)
         for _ in range(args.warmup):
             infer_step(correct)
-        infer_seconds = [timed(lambda: infer_step(correct), args.steps) for _ in range(args.repeats)]
+        infer_seconds = [timed(lambda: infer_step(correct), args.steps, "infer") for _ in range(args.repeats)]
         int(correct)
 
     phases = profile(args, model, opt, params, images, labels, first, stop, device) if args.profile and opt is not None else []
@@ -739,6 +742,8 @@ def measure(args):
         "Method": args.method,
         "TrainSeconds": train_seconds,
         "InferSeconds": infer_seconds,
+        "TrainCpuSeconds": cpu_seconds["train"],
+        "InferCpuSeconds": cpu_seconds["infer"],
         "ImagesPerRepeat": args.steps * args.batch_size,
         "TrainableParameters": sum(p.numel() for p in params),
         "BaselineRssBytes": baseline,

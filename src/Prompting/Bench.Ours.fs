@@ -23,12 +23,16 @@ module Ours =
     let training (r: MeasureRequest) (methodName: string) =
         { Recipes.forMethod methodName with Epochs = 1; BatchSize = r.BatchSize }
 
-    /// Seconds per repeat from step-end timestamps: repeat i spans steps (W + i·K, W + (i+1)·K].
+    /// Differences of per-step readings over each repeat: repeat i spans steps (W + i·K, W + (i+1)·K].
+    let repeatDifferences (warmup: int) (steps: int) (repeats: int) (readings: float[]) =
+        [ for i in 0 .. repeats - 1 -> readings[warmup + (i + 1) * steps - 1] - readings[warmup + i * steps - 1] ]
+
+    /// Seconds per repeat from step-end timestamps (Stopwatch ticks).
     let repeatSeconds (warmup: int) (steps: int) (repeats: int) (stamps: int64[]) =
-        [ for i in 0 .. repeats - 1 ->
-              let first = stamps[warmup + i * steps - 1]
-              let last = stamps[warmup + (i + 1) * steps - 1]
-              float (last - first) / float Stopwatch.Frequency ]
+        repeatDifferences warmup steps repeats (stamps |> Array.map (fun s -> float s / float Stopwatch.Frequency))
+
+    /// CPU seconds this process has used, all threads.
+    let cpuSeconds () = Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds
 
     /// Hand-timed phases of the trainer's step, for the profile: the same calls in the same order,
     /// with the query pass also run alone (once more) to separate it from the prompted forward.
@@ -92,26 +96,32 @@ module Ours =
         let t = training r method.Name
         // Training: the trainer itself, one epoch of `total` batches, stamped after every step.
         let stamps = ResizeArray<int64>()
+        let cpuStamps = ResizeArray<float>()
         let mutable meanLoss = nan
         let boundary (i: int) = i >= r.Warmup - 1 && (i - (r.Warmup - 1)) % r.Steps = 0
         Trainer.trainTask model t device total (fun _ -> Seq.init total (batchOf r pixels labels)) 0 ignore
             (fun () ->
                 if boundary stamps.Count then Compute.synchronize device
-                stamps.Add(Stopwatch.GetTimestamp()))
+                stamps.Add(Stopwatch.GetTimestamp())
+                cpuStamps.Add(cpuSeconds ()))
             (fun _ loss _ -> meanLoss <- loss)
-        let trainSeconds =
-            if stamps.Count = total then repeatSeconds r.Warmup r.Steps r.Repeats (stamps.ToArray()) else []
+        let trainSeconds, trainCpu =
+            if stamps.Count = total then
+                repeatSeconds r.Warmup r.Steps r.Repeats (stamps.ToArray()), repeatDifferences r.Warmup r.Steps r.Repeats (cpuStamps.ToArray())
+            else [], []
         // Inference: the evaluation loop, warm-up batches then each repeat's batches.
         let task =
             { Index = r.Task; Classes = [| first .. first + TaskLayout.count layout r.Task - 1 |]; Train = [||]; Test = [||] }
         let evaluate count =
             Evaluate.evaluateTask model device task (Seq.init count (batchOf r pixels labels)) |> ignore
         evaluate r.Warmup
-        let inferSeconds =
+        let inferSeconds, inferCpu =
             [ for _ in 1 .. r.Repeats ->
+                  let cpu = cpuSeconds ()
                   let clock = Stopwatch.StartNew()
                   evaluate r.Steps
-                  clock.Elapsed.TotalSeconds ]
+                  clock.Elapsed.TotalSeconds, cpuSeconds () - cpu ]
+            |> List.unzip
         let profile =
             if r.Profile then phases model t device r (batchOf r pixels labels 0) (Flops.needsQuery method) else []
         let cudaAfter = if device.``type`` = DeviceType.CUDA then CudaMemory.usedBytes () else None
@@ -119,6 +129,8 @@ module Ours =
           Method = method.Name
           TrainSeconds = trainSeconds
           InferSeconds = inferSeconds
+          TrainCpuSeconds = trainCpu
+          InferCpuSeconds = inferCpu
           ImagesPerRepeat = r.Steps * r.BatchSize
           TrainableParameters = model.TrainableParameters() |> List.sumBy (fun (_, p) -> p.numel ())
           BaselineRssBytes = baseline

@@ -22,6 +22,10 @@ module Report =
             if Double.IsNaN imagesPerSecond || peakGflops <= 0.0 then nan
             else float flopsPerImage * imagesPerSecond / (peakGflops * 1e9)
         let o, p = ok ours, ok peer
+        let cpuRatio (pick: SideResult -> float list) =
+            match o, p with
+            | Some a, Some b -> Stats.ratio (Stats.median (pick b) / float b.ImagesPerRepeat) (Stats.median (pick a) / float a.ImagesPerRepeat)
+            | _ -> nan
         let ot, pt, oi, pi = train o, train p, infer o, infer p
         { Method = methodName
           Ours = o
@@ -35,6 +39,8 @@ module Report =
           OursInferImagesPerSecond = oi
           PeerInferImagesPerSecond = pi
           InferRatio = Stats.ratio oi pi
+          TrainCpuRatio = cpuRatio (fun s -> s.TrainCpuSeconds)
+          InferCpuRatio = cpuRatio (fun s -> s.InferCpuSeconds)
           OursTrainMfu = mfu (FlopCount.training flops) ot
           OursInferMfu = mfu (FlopCount.inference flops) oi
           PeerTrainMfu = mfu (FlopCount.training flops) pt }
@@ -140,6 +146,12 @@ module Report =
         if not errors.IsEmpty then
             sb.AppendLine() |> ignore
             for e in errors do sb.AppendLine e |> ignore
+        let cpu = report.Rows |> List.filter (fun r -> not (Double.IsNaN r.TrainCpuRatio && Double.IsNaN r.InferCpuRatio))
+        if not cpu.IsEmpty then
+            sb.AppendLine().AppendLine("CPU-time ratios (PyTorch's process CPU seconds per image ÷ ours, medians: the work each side does, less disturbed by other processes than wall time):").AppendLine() |> ignore
+            sb.AppendLine("| method | train | infer |").AppendLine("|---|---|---|") |> ignore
+            for r in cpu do
+                sb.AppendLine(sprintf "| %s | %s | %s |" r.Method (ratioText r.TrainCpuRatio) (ratioText r.InferCpuRatio)) |> ignore
         let profile = phases report
         if profile <> "" then
             sb.AppendLine().AppendLine("Phases of one training step (ms, medians; the query pass is timed alone and subtracted from the forward):").AppendLine().Append(profile) |> ignore
@@ -156,7 +168,7 @@ module Report =
             [ "method"; "ours_train_img_s"; "pytorch_train_img_s"; "train_ratio"; "ours_infer_img_s"; "pytorch_infer_img_s"
               "infer_ratio"; "ours_peak_rss_bytes"; "pytorch_peak_rss_bytes"; "ours_cuda_used_bytes"; "pytorch_cuda_used_bytes"
               "query_gflops_img"; "forward_gflops_img"; "backward_gflops_img"; "train_gflops_img"; "infer_gflops_img"
-              "ours_train_mfu"; "ours_infer_mfu"; "pytorch_train_mfu"; "ours_error"; "pytorch_error" ]
+              "ours_train_mfu"; "ours_infer_mfu"; "pytorch_train_mfu"; "train_cpu_ratio"; "infer_cpu_ratio"; "ours_error"; "pytorch_error" ]
         let bytes (s: SideResult option) (pick: SideResult -> int64 option) =
             match s |> Option.bind pick with
             | Some b -> string b
@@ -169,7 +181,7 @@ module Report =
                     bytes r.Ours (fun s -> Some s.PeakRssBytes); bytes r.Peer (fun s -> Some s.PeakRssBytes)
                     bytes r.Ours (fun s -> s.CudaUsedBytes); bytes r.Peer (fun s -> s.CudaUsedBytes)
                     g r.Flops.Query; g r.Flops.Forward; g r.Flops.Backward; g (FlopCount.training r.Flops); g (FlopCount.inference r.Flops)
-                    number r.OursTrainMfu; number r.OursInferMfu; number r.PeerTrainMfu
+                    number r.OursTrainMfu; number r.OursInferMfu; number r.PeerTrainMfu; number r.TrainCpuRatio; number r.InferCpuRatio
                     defaultArg r.OursError ""; defaultArg r.PeerError "" ] ]
         (header :: lines) |> List.map (List.map csvField >> String.concat ",") |> String.concat "\n" |> fun s -> s + "\n"
 

@@ -34,6 +34,11 @@ type SideResult =
       TrainSeconds: float list
       /// Seconds per timed repeat of `Steps` inference batches.
       InferSeconds: float list
+      /// Process CPU seconds (user + system, all threads) per training repeat: the work done,
+      /// which other processes on a shared machine disturb less than the wall-clock time.
+      TrainCpuSeconds: float list
+      /// The same per inference repeat.
+      InferCpuSeconds: float list
       ImagesPerRepeat: int
       TrainableParameters: int64
       /// VmRSS once the runtime and libtorch are loaded, before the weights are read.
@@ -66,6 +71,9 @@ type BenchRow =
       PeerInferImagesPerSecond: float
       InferRatio: float
       /// FLOPs/img × img/s ÷ the measured matmul peak.
+      /// PyTorch's CPU seconds per repeat ÷ ours (medians): the ratio of work done, robust to load.
+      TrainCpuRatio: float
+      InferCpuRatio: float
       OursTrainMfu: float
       OursInferMfu: float
       PeerTrainMfu: float }

@@ -64,7 +64,8 @@ let private peerFlops (methodName: string) =
     doc.RootElement.GetProperty("ProfiledTrainFlops").GetInt64(), doc.RootElement.GetProperty("ProfiledInferFlops").GetInt64()
 
 let private side name (train: float list) (infer: float list) rss : SideResult =
-    { Side = name; Method = "l2p"; TrainSeconds = train; InferSeconds = infer; ImagesPerRepeat = 32; TrainableParameters = 10L
+    { Side = name; Method = "l2p"; TrainSeconds = train; InferSeconds = infer; TrainCpuSeconds = train |> List.map ((*) 2.0)
+      InferCpuSeconds = infer |> List.map ((*) 2.0); ImagesPerRepeat = 32; TrainableParameters = 10L
       BaselineRssBytes = 100L <<< 20; PeakRssBytes = rss; CudaUsedBytes = None; CudaAllocatedPeakBytes = None; Loss = 1.0
       Phases = []; Library = name }
 
@@ -200,6 +201,9 @@ let tests =
               // 4 GFLOP/img × 16 img/s ÷ 50 GFLOP/s
               Expect.floatClose Accuracy.high row.OursTrainMfu (4.0 * 16.0 / 50.0) "train MFU"
               Expect.floatClose Accuracy.high row.OursInferMfu (3.0 * 32.0 / 50.0) "inference MFU"
+              // CPU seconds are twice the wall seconds on both sides: medians 4 vs 8 s per 32 images.
+              Expect.floatClose Accuracy.high row.TrainCpuRatio 2.0 "CPU-time ratio, training"
+              Expect.floatClose Accuracy.high row.InferCpuRatio 2.0 "CPU-time ratio, inference"
               let failed = Report.row "l2p" flops 50.0 (Ok ours) (Error "exit code 1: boom")
               Expect.isTrue (Double.IsNaN failed.TrainRatio) "no ratio without the peer"
               Expect.equal failed.PeerError (Some "exit code 1: boom") "the reason is kept"
@@ -217,8 +221,11 @@ let tests =
               Expect.stringContains text "4.00x" "inference ratio 32 / 8"
               Expect.stringContains text "500 / 600" "peak RSS in MiB"
               Expect.stringContains text "linear: PyTorch: no PyTorch" "the missing side is explained"
-              let md = (Report.markdown report).Split('\n') |> Array.filter (fun l -> l.StartsWith "|")
+              let markdown = Report.markdown report
+              let mainTable = markdown.Substring(0, markdown.IndexOf "CPU-time ratios")
+              let md = mainTable.Split('\n') |> Array.filter (fun l -> l.StartsWith "|")
               Expect.equal md.Length 4 "header, rule, 2 rows"
+              Expect.stringContains markdown "| l2p | 2.00x | 4.00x |" "CPU-time ratios below the table (CPU = 2 x wall on both sides)"
               let columns (l: string) = l.Split('|').Length
               for l in md do Expect.equal (columns l) (columns md[0]) (sprintf "same column count: %s" l)
               Expect.stringContains md[2] "| l2p | 16.0 | 8.00 | 2.00x | 32.0 | 8.00 | 4.00x | 500 / 600 | 2.50 | 80.0% |" "l2p row"
@@ -259,6 +266,8 @@ let tests =
               Expect.equal r.TrainSeconds.Length 3 "three training repeats"
               Expect.equal r.InferSeconds.Length 3 "three inference repeats"
               Expect.isTrue (r.TrainSeconds @ r.InferSeconds |> List.forall (fun s -> s > 0.0)) "positive times"
+              Expect.equal (r.TrainCpuSeconds.Length, r.InferCpuSeconds.Length) (3, 3) "CPU seconds per repeat"
+              Expect.isTrue (r.TrainCpuSeconds @ r.InferCpuSeconds |> List.forall (fun s -> s > 0.0)) "positive CPU times"
               Expect.equal r.ImagesPerRepeat 8 "2 steps of 4"
               Expect.isTrue (Double.IsFinite r.Loss && r.Loss > 0.0) "trained on a finite loss"
               Expect.isGreaterThan r.BaselineRssBytes 0L "baseline RSS"
@@ -299,11 +308,26 @@ let tests =
               let r = Json.deserialize<SideResult> out (File.ReadAllText out)
               Expect.equal r.Side "pytorch" "side"
               Expect.equal r.TrainSeconds.Length 2 "repeats"
+              Expect.equal r.TrainCpuSeconds.Length 2 "CPU seconds per repeat"
               Expect.isTrue (r.TrainSeconds @ r.InferSeconds |> List.forall (fun s -> s > 0.0)) "positive times"
               Expect.isTrue (Double.IsFinite r.Loss) "finite loss"
               Expect.equal r.Phases.Length 6 "phases"
               // Task 0 of 10 trains components 0..9 of 100 (all rows are parameters) and the head.
               Expect.equal r.TrainableParameters (5L * (100L * 8L * 32L + 2L * 100L * 32L) + 32L * 100L + 100L) "parameters"
+          }
+
+          test "scripts/bench.fsx runs the bench" {
+              let args =
+                  [ "fsi"; Path.Combine(root, "scripts", "bench.fsx"); "--"; "--no-peer"; "--methods"; "linear"; "--checkpoint"; depth5
+                    "--heads"; "2"; "--batch-size"; "2"; "--threads"; "1"; "--repeats"; "1"; "--matmul-size"; "128" ]
+              let psi = ProcessStartInfo("dotnet", args, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+              use p = Process.Start psi
+              let err = p.StandardError.ReadToEndAsync()
+              let out = p.StandardOutput.ReadToEnd()
+              p.WaitForExit()
+              Expect.equal p.ExitCode 0 (out + err.Result)
+              Expect.stringContains out "linear" "the table's row"
+              Expect.stringContains err.Result "no PyTorch peer: --no-peer" "the missing peer is said"
           }
 
           test "prompting bench end to end on a tiny configuration" {
