@@ -685,10 +685,14 @@ def measure(args):
     images, labels = synthetic(args.batch_size, args.image_size, args.task * per_task, per_task, device)
     seen = (args.task + 1) * per_task
 
+    def autocast():
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=args.bf16)
+
     def train_step():
         x = images.to(device, non_blocking=True)
-        logits, aux = model(x, True)
-        loss = masked_ce(logits, labels, first, stop) + aux
+        with autocast():
+            logits, aux = model(x, True)
+            loss = masked_ce(logits, labels, first, stop) + aux
         opt.zero_grad()
         loss.backward()
         if args.clip is not None:
@@ -698,7 +702,8 @@ def measure(args):
 
     def infer_step(correct):
         x = images.to(device, non_blocking=True)
-        logits, _ = model(x, False)
+        with autocast():
+            logits, _ = model(x, False)
         correct += (logits[:, :seen].argmax(1) == labels).sum()
         predicted_task = logits[:, first:stop].argmax(1) + first
         correct += (predicted_task == labels).sum()
@@ -904,6 +909,7 @@ def main(argv):
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--clip", type=float)
     parser.add_argument("--profile", action="store_true", help="phase times of the training step")
+    parser.add_argument("--bf16", action="store_true", help="torch.autocast to bfloat16 around the forward passes and the loss")
     parser.add_argument("--profile-output", help="with --profile: torch.profiler's op table of one step")
     parser.add_argument("--count-flops", action="store_true", help="matmul FLOPs per image seen by the profiler")
     parser.add_argument("--size", type=int, default=2048, help="peak: matrix size")

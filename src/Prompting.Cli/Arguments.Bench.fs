@@ -23,6 +23,7 @@ type BenchArgs =
     | Python of path: string
     | Peer_Script of path: string
     | Profile
+    | Bf16
     | Matmul_Size of n: int
     | Seed of seed: int
     | [<AltCommandLine("-o")>] Output of dir: string
@@ -51,6 +52,7 @@ type BenchArgs =
             | Python _ -> "interpreter for the peer (default /usr/bin/python3)."
             | Peer_Script _ -> "the peer script (default bench/peer.py of the repository)."
             | Profile -> "also time the phases of one training step (and write torch.profiler tables to --output)."
+            | Bf16 -> "bfloat16 mixed precision on both sides: our frozen backbone in bf16, the peer under torch.autocast (for CUDA)."
             | Matmul_Size _ -> "side of the matrices of the matmul peak (default 2048 on the CPU, 8192 on CUDA)."
             | Seed _ -> "seed of prompt initialisation and random weights (default 0)."
             | Output _ -> "directory for bench.md, bench.json and bench.csv."

@@ -37,6 +37,7 @@ let options (args: ParseResults<BenchArgs>) : BenchOptions =
         Output = args.TryGetResult BenchArgs.Output
         Profile = args.Contains BenchArgs.Profile
         Seed = args.GetResult(BenchArgs.Seed, defaultValue = d.Seed)
+        Bf16 = args.Contains BenchArgs.Bf16
         MatmulSize = args.TryGetResult BenchArgs.Matmul_Size }
 
 let run (args: ParseResults<BenchArgs>) =

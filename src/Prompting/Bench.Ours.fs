@@ -21,7 +21,7 @@ module Ours =
 
     /// The recipe of the method for one epoch of synthetic batches.
     let training (r: MeasureRequest) (methodName: string) =
-        { Recipes.forMethod methodName with Epochs = 1; BatchSize = r.BatchSize }
+        { Recipes.forMethod methodName with Epochs = 1; BatchSize = r.BatchSize; Bf16 = r.Bf16 }
 
     /// Differences of per-step readings over each repeat: repeat i spans steps (W + i·K, W + (i+1)·K].
     let repeatDifferences (warmup: int) (steps: int) (repeats: int) (readings: float[]) =
@@ -80,7 +80,13 @@ module Ours =
         Compute.setThreads r.Threads
         let device = Devices.parse r.Device
         let baseline = Memory.residentBytes ()
-        let cudaBefore = if device.``type`` = DeviceType.CUDA then CudaMemory.usedBytes () else None
+        // The CUDA context exists only after a first device allocation; the baseline is read after it,
+        // as the peer reads its own after torch.cuda.init().
+        let cudaBefore =
+            if device.``type`` = DeviceType.CUDA then
+                use _ = torch.zeros([| 1L |], device = device)
+                CudaMemory.usedBytes ()
+            else None
         let method = Methods.find r.Method r.Tasks
         let layout = TaskLayout.uniform r.Tasks r.Classes
         if r.Task < 0 || r.Task >= r.Tasks then Errors.fail "--task %d: must be in 0..%d" r.Task (r.Tasks - 1)
@@ -88,6 +94,7 @@ module Ours =
         let backbone = Checkpoint.load r.Checkpoint { ImageSize = Some r.ImageSize; Heads = Some r.Heads; Classes = None }
         use model = PromptedModel.build method layout backbone
         model.``to`` device |> ignore
+        if r.Bf16 then model.SetComputeType torch.bfloat16
         if r.Task > 0 then model.BeginTask r.Task
         let first = TaskLayout.offset layout r.Task
         let pixels = Synthetic.pixels r.BatchSize r.ImageSize

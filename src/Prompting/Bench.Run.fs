@@ -35,6 +35,8 @@ type BenchOptions =
       Output: string option
       Profile: bool
       Seed: int
+      /// bfloat16 mixed precision on both sides (meant for CUDA).
+      Bf16: bool
       /// Side of the square matrices of the matmul peak (default 2048 on the CPU, 8192 on CUDA).
       MatmulSize: int option }
 
@@ -68,6 +70,7 @@ module BenchOptions =
           Output = None
           Profile = false
           Seed = 0
+          Bf16 = false
           MatmulSize = None }
 
     /// Everything that can be checked before any work: one-line errors naming the option.
@@ -131,6 +134,7 @@ module BenchRun =
           yield! [ "--device"; r.Device; "--tasks"; string r.Tasks; "--classes"; string r.Classes; "--task"; string r.Task ]
           yield! [ "--seed"; string r.Seed; "--output"; output ]
           yield! peerOptimizer (Ours.training r methodName)
+          if r.Bf16 then yield "--bf16"
           if r.Profile then
               yield "--profile"
               match profileOutput with
@@ -288,7 +292,8 @@ module BenchRun =
                       let request =
                           { Method = methodValue.Name; Checkpoint = checkpoint; Heads = config.Heads; ImageSize = imageSize
                             BatchSize = o.BatchSize; Threads = o.Threads; Warmup = o.Warmup; Steps = o.Steps; Repeats = o.Repeats
-                            Device = o.Device; Tasks = o.Tasks; Classes = o.Classes; Task = o.Task; Profile = o.Profile; Seed = o.Seed }
+                            Device = o.Device; Tasks = o.Tasks; Classes = o.Classes; Task = o.Task; Profile = o.Profile; Seed = o.Seed
+                            Bf16 = o.Bf16 }
                       let ours () = measureOurs launch temp request
                       let theirs () =
                           match peer with

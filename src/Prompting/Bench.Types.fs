@@ -21,7 +21,10 @@ type MeasureRequest =
       Task: int
       /// Also time the phases of the training step (and, on the peer, an op-level profile).
       Profile: bool
-      Seed: int }
+      Seed: int
+      /// Mixed precision: the frozen backbone in bfloat16 (ours: the engine's --bf16; the peer:
+      /// torch.autocast to bfloat16 around the forward passes and the loss).
+      Bf16: bool }
 
 /// One timed phase of a training step: the median over the profiled steps.
 type Phase = { Name: string; Milliseconds: float }

@@ -242,7 +242,7 @@ let tests =
           test "the peer receives the method's recipe" {
               let request method : MeasureRequest =
                   { Method = method; Checkpoint = "w"; Heads = 3; ImageSize = 224; BatchSize = 32; Threads = 2; Warmup = 1; Steps = 1
-                    Repeats = 3; Device = "cpu"; Tasks = 10; Classes = 100; Task = 0; Profile = false; Seed = 0 }
+                    Repeats = 3; Device = "cpu"; Tasks = 10; Classes = 100; Task = 0; Profile = false; Seed = 0; Bf16 = false }
               let args m = BenchRun.peerArguments "peer.py" (request m) "out.json" None |> String.concat " "
               // L2P: Adam 0.03 × 32 / 256, clipping at 1.
               Expect.stringContains (args "l2p") "--optimizer adam --lr 0.00375 --weight-decay 0 --clip 1" "l2p"
@@ -255,7 +255,7 @@ let tests =
               let dir = tempDir ()
               let request : MeasureRequest =
                   { Method = "dualprompt"; Checkpoint = depth5; Heads = 2; ImageSize = 32; BatchSize = 4; Threads = 1; Warmup = 1
-                    Steps = 2; Repeats = 3; Device = "cpu"; Tasks = 10; Classes = 100; Task = 0; Profile = true; Seed = 0 }
+                    Steps = 2; Repeats = 3; Device = "cpu"; Tasks = 10; Classes = 100; Task = 0; Profile = true; Seed = 0; Bf16 = false }
               let requestPath = Path.Combine(dir, "request.json")
               File.WriteAllText(requestPath, Json.serialize request)
               let resultPath = Path.Combine(dir, "result.json")
