@@ -151,6 +151,8 @@ type RunArgs =
     | Heads of count: int
     | Skip_Corrupt
     | Unit_Range
+    | Query_Depth of blocks: int
+    | Bf16
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -175,6 +177,8 @@ type RunArgs =
             | Heads _ -> "attention heads of the checkpoint (default width / 64)."
             | Skip_Corrupt -> "skip unreadable or non-image files (listed in the log) instead of stopping."
             | Unit_Range -> "feed pixels in [0, 1] without normalisation (the CODA-Prompt code's convention)."
+            | Query_Depth _ -> "query from the un-prompted class token after this many blocks (default: all; fewer is faster)."
+            | Bf16 -> "run the frozen backbone in bfloat16 (prompts and head stay float32); meant for CUDA."
 
 type EvalArgs =
     | [<Mandatory>] Run of dir: string

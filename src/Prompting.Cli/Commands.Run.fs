@@ -73,6 +73,11 @@ let configure (args: ParseResults<RunArgs>) : RunConfig =
         | Some m, _ -> Methods.find m tasks
         | None, Some c -> c.Method
         | None, None -> Errors.fail "run: --method is required"
+    let method =
+        match args.TryGetResult RunArgs.Query_Depth with
+        | Some k when k < 1 -> Errors.fail "--query-depth %d: must be at least 1" k
+        | Some k -> { method with QueryDepth = Some k }
+        | None -> method
     let checkpoint =
         match args.TryGetResult RunArgs.Checkpoint, fromFile with
         | Some c, _ -> c
@@ -87,6 +92,7 @@ let configure (args: ParseResults<RunArgs>) : RunConfig =
         | _ -> Recipes.forMethod method.Name
     let training =
         Configure.training recipe (args.TryGetResult RunArgs.Epochs) (args.TryGetResult RunArgs.Batch_Size) (args.TryGetResult RunArgs.Lr)
+    let training = if args.Contains RunArgs.Bf16 then { training with Bf16 = true } else training
     let imageSize =
         match args.TryGetResult RunArgs.Image_Size, fromFile with
         | Some s, _ -> s

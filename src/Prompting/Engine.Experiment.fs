@@ -107,6 +107,12 @@ module Experiment =
         | _, Some n when n < 1 -> Errors.fail "--test-per-class %d: must be at least 1" n
         | _ -> ()
         if not (File.Exists c.Checkpoint) then Errors.fail "%s: checkpoint not found" c.Checkpoint
+        match c.Method.QueryDepth with
+        | Some k ->
+            let depth = (Checkpoint.read c.Checkpoint c.Heads).Config.Depth
+            if k < 1 || k > depth then
+                Errors.fail "--query-depth %d: must be between 1 and the checkpoint's %d blocks" k depth
+        | None -> ()
 
     let private subset (c: RunConfig) (d: Dataset) =
         match c.TrainPerClass, c.TestPerClass with

@@ -27,11 +27,12 @@ module Predict =
             let n = min batchSize (count - start)
             use scope = torch.NewDisposeScope()
             let batch = torch.tensor(makeBatch start n, System.ReadOnlySpan<int64> [| int64 n; 3L; int64 c.ImageSize; int64 c.ImageSize |]).``to`` device
-            let features = model.ForwardFeatures batch
+            // Only the class token is read: the last block computes that token alone.
+            let features = model.ClassFeatures batch
             let out =
                 match output with
-                | Logits -> model.ForwardHead features
-                | Features -> model.PreLogits features
+                | Logits -> model.Head.forward features
+                | Features -> features
             let values = out.cpu().contiguous().data<float32>().ToArray()
             System.Array.Copy(values, 0, result, start * width, values.Length)
             start <- start + n

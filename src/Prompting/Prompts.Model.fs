@@ -175,9 +175,9 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
     member this.Query(images: torch.Tensor) =
         let computed = this.ToCompute images
         try
-            let start, shared = this.SharedStart computed
-            use _ = start
-            use q = backbone.QueryFrom(start, shared, queryDepth)
+            let entry, shared = this.SharedStart computed
+            use _ = entry
+            use q = backbone.QueryFrom(entry, shared, queryDepth)
             q.to_type torch.float32
         finally
             if not (obj.ReferenceEquals(computed, images)) then computed.Dispose()
@@ -186,11 +186,11 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
         let b = images.shape[0]
         let d = int64 c.Width
         let mixed = computeType <> torch.float32
-        let toCompute (t: torch.Tensor) = this.ToCompute t
+        let toCompute = this.ToCompute
         let images = toCompute images
-        let start, shared = this.SharedStart images
+        let entry, shared = this.SharedStart images
         let query =
-            if needsQuery then Some((backbone.QueryFrom(start, shared, queryDepth)).to_type torch.float32) else None
+            if needsQuery then Some((backbone.QueryFrom(entry, shared, queryDepth)).to_type torch.float32) else None
         let context = { Query = query; Training = training; Task = task; Batch = b }
         let prepared = [ for g, s in groups.Sources -> g, s.Prepare context ]
         let mutable span: (int64 * int64) option = None
@@ -237,7 +237,7 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
             | PromptMean, Some(start, len) -> { Start = start; Count = len }
             | _, Some(_, len) when placement = BeforeClassToken -> { Start = len; Count = 1L }
             | _ -> { Start = 0L; Count = 1L }
-        let features = backbone.ForwardFrom(start, shared, Some hook, Some headRows)
+        let features = backbone.ForwardFrom(entry, shared, Some hook, Some headRows)
         let preLogits =
             match method.HeadInput with
             | PromptMean -> features.mean ([| 1L |])

@@ -192,6 +192,10 @@ let tests =
                   [ "nosuchbench" ] |> ignore
               expectOneLineError (runArgs data checkpoint run 2 [ "--scenario"; "joint"; "--tasks"; "3" ]) [ "joint"; "--tasks" ] |> ignore
               expectOneLineError (runArgs data checkpoint run 2 [ "--train-per-class"; "0" ]) [ "--train-per-class" ] |> ignore
+              expectOneLineError (runArgs data checkpoint run 2 [ "--query-depth"; "0" ]) [ "--query-depth" ] |> ignore
+              let deep = Path.Combine(tempDir (), "too-deep")
+              expectOneLineError (runArgs data checkpoint deep 2 [ "--query-depth"; "3" ]) [ "--query-depth 3"; "2 blocks" ] |> ignore
+              Expect.isFalse (Directory.Exists deep) "nothing written for a query deeper than the checkpoint"
               expectOneLineError (runArgs data checkpoint run 2 [ "--seed"; "7" ]) [ "different configuration"; "Seed" ] |> ignore
               expectOneLineError (runArgs data checkpoint run 3 []) [ "different configuration"; "Epochs" ] |> ignore
               // A CIFAR-10 directory whose first training batch is cut short.
@@ -227,6 +231,19 @@ let tests =
               Directory.Move(data, data + "-gone")
               expectOneLineError (runArgs data checkpoint run 1 []) [ data ] |> ignore
               expectSameFiles before (snapshot run) "after the data went missing"
+          }
+
+          test "--query-depth and --bf16 reach the recorded configuration" {
+              let data, checkpoint = inputs.Force()
+              let out = Path.Combine(tempDir (), "early-query")
+              let args = runArgs data checkpoint out 1 [ "--query-depth"; "1"; "--bf16" ] |> List.map (fun a -> if a = "linear" then "l2p" else a)
+              let code, stdout, err = runCli args
+              Expect.equal code 0 (err + stdout)
+              use doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(out, "config.json")))
+              let config = doc.RootElement.GetProperty "Config"
+              Expect.equal (config.GetProperty("Method").GetProperty("QueryDepth").GetInt32()) 1 "query depth recorded"
+              Expect.isTrue (config.GetProperty("Training").GetProperty("Bf16").GetBoolean()) "bf16 recorded"
+              Expect.equal (matrix out).Length 2 "the run finished"
           }
 
           test "an undecodable .bmp stops the run with one line naming it unless --skip-corrupt" {
