@@ -19,6 +19,8 @@ let run (argv: string[]) =
         | Eval args -> Commands.Run.eval args
         | Benchmarks args -> Commands.Run.benchmarks (args.Contains BenchmarksArgs.Names_Only)
         | Report args -> Commands.Run.report args
+        | Pretrain args -> Commands.Pretrain.run args
+        | Demo args -> Commands.Demo.run args
     with
     | :? ArguParseException as e when e.ErrorCode = ErrorCode.HelpText ->
         printfn "%s" e.Message
