@@ -216,6 +216,11 @@ type PretrainArgs =
     | Decoder_Depth of blocks: int
     | Decoder_Heads of count: int
     | Mask_Ratio of fraction: float
+    | Bottleneck
+    | Contrastive_Weight of weight: float
+    | Temperature of tau: float
+    | Projection_Width of dim: int
+    | Contrastive_Mask_Ratio of fraction: float
     | Epochs of count: int
     | Batch_Size of count: int
     | Lr of rate: float
@@ -242,6 +247,11 @@ type PretrainArgs =
             | Decoder_Depth _ -> "decoder blocks (default 2)."
             | Decoder_Heads _ -> "decoder attention heads (default 2)."
             | Mask_Ratio _ -> "share of patches hidden from the encoder (default 0.75)."
+            | Bottleneck -> "the decoder sees only the class token, so all it reconstructs passes through it."
+            | Contrastive_Weight _ -> "weight of the class-token contrastive term between two views (0 = plain MAE)."
+            | Temperature _ -> "temperature of the contrastive term (default 0.2)."
+            | Projection_Width _ -> "output width of the contrastive projection head (default 64)."
+            | Contrastive_Mask_Ratio _ -> "share of patches hidden in the second, contrastive-only view (0 = whole image)."
             | Epochs _ -> "passes over the images (default 4)."
             | Batch_Size _ -> "images per step (default 128)."
             | Lr _ -> "peak AdamW learning rate after warm-up, cosine to 0 (default 0.0015)."

@@ -25,6 +25,11 @@ let configure (args: ParseResults<PretrainArgs>) : MaeConfig =
             DecoderDepth = args.GetResult(PretrainArgs.Decoder_Depth, defaultValue = d.DecoderDepth)
             DecoderHeads = args.GetResult(PretrainArgs.Decoder_Heads, defaultValue = d.DecoderHeads)
             MaskRatio = args.GetResult(PretrainArgs.Mask_Ratio, defaultValue = d.MaskRatio)
+            ClassTokenBottleneck = args.Contains PretrainArgs.Bottleneck || d.ClassTokenBottleneck
+            ContrastiveWeight = args.GetResult(PretrainArgs.Contrastive_Weight, defaultValue = d.ContrastiveWeight)
+            ContrastiveTemperature = args.GetResult(PretrainArgs.Temperature, defaultValue = d.ContrastiveTemperature)
+            ProjectionWidth = args.GetResult(PretrainArgs.Projection_Width, defaultValue = d.ProjectionWidth)
+            ContrastiveMaskRatio = args.GetResult(PretrainArgs.Contrastive_Mask_Ratio, defaultValue = d.ContrastiveMaskRatio)
             Epochs = args.GetResult(PretrainArgs.Epochs, defaultValue = d.Epochs)
             BatchSize = args.GetResult(PretrainArgs.Batch_Size, defaultValue = d.BatchSize)
             LearningRate = args.GetResult(PretrainArgs.Lr, defaultValue = d.LearningRate)

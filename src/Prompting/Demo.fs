@@ -33,24 +33,28 @@ module Demo =
 
     /// The run configuration of one method, with the method's own recipe except where the demo says.
     let runConfig (s: DemoSettings) (checkpoint: string) (data: string) (methodName: string) : RunConfig =
-        Configure.request
-            { Method = methodName
-              Benchmark = "fashion-mnist"
-              Data = Some data
-              Checkpoint = checkpoint
-              Heads = None
-              Tasks = Some s.Tasks
-              Scenario = ClassIncremental
-              Epochs = Some s.Epochs
-              BatchSize = Some s.BatchSize
-              LearningRate = s.LearningRates.TryFind methodName
-              ImageSize = None
-              ClassOrder = None
-              TrainPerClass = Some s.TrainPerClass
-              TestPerClass = Some s.TestPerClass
-              Normalisation = Normalised
-              Seed = s.Seed
-              SkipCorrupt = false }
+        let config =
+            Configure.request
+                { Method = methodName
+                  Benchmark = "fashion-mnist"
+                  Data = Some data
+                  Checkpoint = checkpoint
+                  Heads = None
+                  Tasks = Some s.Tasks
+                  Scenario = ClassIncremental
+                  Epochs = Some s.Epochs
+                  BatchSize = Some s.BatchSize
+                  LearningRate = s.LearningRates.TryFind methodName
+                  ImageSize = None
+                  ClassOrder = None
+                  TrainPerClass = Some s.TrainPerClass
+                  TestPerClass = Some s.TestPerClass
+                  Normalisation = Normalised
+                  Seed = s.Seed
+                  SkipCorrupt = false }
+        match s.Recalibration, config.Method.Recalibration with
+        | Some r, Some _ -> { config with Method = { config.Method with Recalibration = Some r } }
+        | _ -> config
 
     /// Clears the directory of an earlier demo run of the same method, so every demo trains afresh
     /// (and a changed backbone never meets an old run). Anything else there is left alone.

@@ -62,39 +62,26 @@ module Pretraining =
             let progress = if total <= warmup then 1.0 else min 1.0 ((s - warmup) / (total - warmup))
             c.LearningRate * 0.5 * (1.0 + cos (Math.PI * progress))
 
-    /// RandomResizedCrop (area from CropScaleMin to 1), an optional mirror, then the backbone's
-    /// normalisation (mean = std = 0.5, as `run` feeds it).
-    let transform (c: MaeConfig) : Transform =
-        let size = c.Encoder.ImageSize
-        let toFloat = Transforms.toFloat Normalised Preprocessing.augreg
-        { Size = size
-          Apply =
-            fun rng image ->
-                let cropped = Transforms.randomResizedCropWith rng (c.CropScaleMin, 1.0) Transforms.defaultRatio size image
-                (if c.HorizontalFlip then Transforms.randomHorizontalFlip rng 0.5 cropped else cropped) |> toFloat }
-
-    let loaderOptions (c: MaeConfig) (count: int) =
-        { LoaderOptions.Defaults with
-            BatchSize = c.BatchSize
-            Shuffle = true
-            Seed = c.Seed
-            Prefetch = 2
-            // Equal batches, as MAE trains; a set smaller than one batch is still one batch.
-            DropLast = count >= c.BatchSize }
+    /// Batches per epoch: equal batches as MAE trains (the rest of a shuffle is dropped); a set
+    /// smaller than one batch is one batch.
+    let batchesPerEpoch (c: MaeConfig) (count: int) = max 1 (count / c.BatchSize)
 
     /// Optimiser steps of the whole pretraining.
-    let totalSteps (c: MaeConfig) (count: int) = int64 c.Epochs * int64 (Loader.batchCount (loaderOptions c count) count)
+    let totalSteps (c: MaeConfig) (count: int) = int64 c.Epochs * int64 (batchesPerEpoch c count)
+
+    /// The image indices of each batch of an epoch: a permutation seeded by (seed, epoch).
+    let epochBatches (c: MaeConfig) (count: int) (epoch: int) =
+        let order = Seed.permutation (Seed.random c.Seed [ 0; epoch ]) count
+        let size = min c.BatchSize count
+        Array.init (batchesPerEpoch c count) (fun b -> order[b * size .. b * size + size - 1])
 
     /// Trains a masked autoencoder on the images and returns its encoder's tensors.
     let train (config: MaeConfig) (images: UnlabelledImages) (device: torch.Device) (reporter: IProgressReporter) =
         let c = MaeConfig.validate config
         if images.Load.Length = 0 then Errors.fail "pretrain: %s has no training images" images.Name
         let clock = Stopwatch.StartNew()
-        // Samples only because the loader takes them: the label is a constant nobody reads.
-        let samples = images.Load |> Array.mapi (fun i load -> { Source = sprintf "%s image %d" images.Name i; Label = 0; Load = load })
-        let options = loaderOptions c samples.Length
-        let perEpoch = Loader.batchCount options samples.Length
-        let transform = transform c
+        use bank = ImageBank.ofImages c.Encoder.ImageSize images.Load
+        let perEpoch = batchesPerEpoch c bank.Count
         torch.manual_seed (int64 c.Seed) |> ignore
         use mae = new MaskedAutoencoder(c)
         mae.``to`` device |> ignore
@@ -105,31 +92,44 @@ module Pretraining =
         use withoutDecay = torch.optim.AdamW(plain, lr = c.LearningRate, beta1 = 0.9, beta2 = 0.95, weight_decay = 0.0)
         let optimizers = [ withDecay :> torch.optim.Optimizer; withoutDecay ]
         let keep = mae.VisiblePatches
+        let contrastiveKeep = MaeConfig.visibleAt c c.ContrastiveMaskRatio
         let losses = ResizeArray<float>()
         mae.train ()
         for epoch in 0 .. c.Epochs - 1 do
             use generator = new torch.Generator(uint64 (Seed.derive c.Seed [ 3; epoch ]))
+            let views = Seed.random c.Seed [ 4; epoch ]
             use total = torch.zeros ([||], device = device)
-            let mutable steps = 0
-            for batch in Loader.epoch options transform samples epoch do
-                use _ = Runtime.noCollection (Runtime.stepBudget batch.Count batch.Size 4)
+            let batches = epochBatches c bank.Count epoch
+            for step, indices in Array.indexed batches do
+                use _ = Runtime.noCollection (64L <<< 20)
                 use scope = torch.NewDisposeScope()
-                let rate = learningRate c perEpoch (epoch * perEpoch + steps)
+                let rate = learningRate c perEpoch (epoch * perEpoch + step)
                 for o in optimizers do
                     for g in o.ParamGroups do g.LearningRate <- rate
-                let x = Batches.pixels device batch
-                let masking = Masking.random generator batch.Count mae.Patches keep device
-                let loss = mae.Loss(x, masking)
+                let batch = bank.Batch(indices, device)
+                let first = Views.random views c.CropScaleMin c.HorizontalFlip batch
+                let masking = Masking.random generator indices.Length mae.Patches keep device
+                let latent = mae.Encode(first, masking)
+                let reconstruction = mae.Reconstruction(first, latent, masking)
+                let loss =
+                    if c.ContrastiveWeight = 0.0 then reconstruction
+                    else
+                        let second = Views.random views c.CropScaleMin c.HorizontalFlip batch
+                        let secondMask =
+                            if c.ContrastiveMaskRatio = 0.0 then None
+                            else Some(Masking.random generator indices.Length mae.Patches contrastiveKeep device)
+                        let tokens = mae.ClassTokens(second, secondMask)
+                        let contrast = mae.Contrast(latent.select(1, 0L), tokens)
+                        reconstruction + contrast * c.ContrastiveWeight
                 for o in optimizers do o.zero_grad ()
                 loss.backward ()
                 for o in optimizers do o.step () |> ignore
                 total.add_ (loss.detach ()) |> ignore
-                steps <- steps + 1
                 reporter.Advance 1
-            let mean = if steps = 0 then nan else float (total.item<float32> ()) / float steps
+            let mean = float (total.item<float32> ()) / float batches.Length
             losses.Add mean
             reporter.Status(sprintf "epoch %d/%d · loss %.4f" (epoch + 1) c.Epochs mean)
-            reporter.Message(sprintf "pretraining epoch %d/%d: reconstruction loss %.4f" (epoch + 1) c.Epochs mean)
+            reporter.Message(sprintf "pretraining epoch %d/%d: loss %.4f" (epoch + 1) c.Epochs mean)
         mae.eval ()
         // By timm's names in timm's order: once the encoder sits inside another module, TorchSharp's
         // reflection also lists its submodules under their F# field names (patchEmbed.*).

@@ -203,6 +203,9 @@ let comparison =
               Expect.equal c.Training.LearningRate (Prompting.Engine.Recipes.forMethod "dualprompt").LearningRate "recipe's rate"
               let seq = Demo.runConfig { s with LearningRates = Map.ofList [ "sequential", 0.5 ] } checkpoint "/data" "sequential"
               Expect.equal seq.Training.LearningRate 0.5 "the demo's rate where it sets one"
+              let vq = Demo.runConfig s checkpoint "/data" "vq-prompt"
+              Expect.equal vq.Method.Recalibration s.Recalibration "VQ-Prompt's recalibration rescaled"
+              Expect.equal c.Method.Recalibration None "DualPrompt has none, and gets none"
           } ]
 
 [<Tests>]

@@ -111,6 +111,48 @@ let masking =
           } ]
 
 [<Tests>]
+let views =
+    testSequenced
+    <| testList
+        "pretrain views"
+        [ test "the whole-image crop gives the image back, the mirrored one mirrors it" {
+              use image = torch.arange(96L, dtype = torch.float32).reshape (2L, 3L, 4L, 4L)
+              let sample (theta: float[]) =
+                  use t = tensorOf2 (Array.concat [ theta; theta ] |> Array.map float32) [| 2L; 2L; 3L |]
+                  use grid = torch.nn.functional.affine_grid (t, image.shape, false)
+                  torch.nn.functional.grid_sample (image, grid, torch.GridSampleMode.Bilinear, torch.GridSamplePaddingMode.Border, false)
+              use same = sample (Views.cropTheta 1.0 1.0 0.0 0.0 false)
+              Expect.isLessThan (relativeError (floats same) (floats image)) 1e-6 "identity"
+              use mirrored = sample (Views.cropTheta 1.0 1.0 0.0 0.0 true)
+              use expected = image.flip (3L)
+              Expect.isLessThan (relativeError (floats mirrored) (floats expected)) 1e-6 "mirror"
+              // The left half, stretched: output columns sample x = -0.875 .. -0.125 of [-1, 1], that is
+              // pixel positions -0.25 (held at the border, 0), 0.25, 0.75 and 1.25 of the row 0 1 2 3.
+              use left = sample (Views.cropTheta 0.5 1.0 -0.5 0.0 false)
+              let row = (floats left)[0..3]
+              Expect.isLessThan (relativeError row [| 0.0f; 0.25f; 0.75f; 1.25f |]) 1e-6 "left half, bilinear, border"
+          }
+
+          test "random crops stay inside the image with an area of at least the minimum" {
+              let rng = Random 3
+              for _ in 1 .. 500 do
+                  let t = Views.drawCrop rng 0.2 true
+                  let w, h, cx, cy = abs t[0], t[4], t[2], t[5]
+                  Expect.isTrue (w <= 1.0 && h <= 1.0 && w > 0.0 && h > 0.0) "size"
+                  Expect.isTrue (abs cx <= 1.0 - w + 1e-12 && abs cy <= 1.0 - h + 1e-12) "inside"
+                  Expect.isGreaterThanOrEqual (w * h) (0.2 * 0.75 - 1e-9) "area (clamping a side can only shrink it by the ratio)"
+          }
+
+          test "the bank gives the images normalised as `run` feeds them" {
+              let pictures = syntheticImages 3
+              use bank = ImageBank.ofImages 8 (pictures |> Array.map (fun p () -> p))
+              use batch = bank.Batch([| 2; 0 |], torch.CPU)
+              let toFloat = Transforms.toFloat Normalised Preprocessing.augreg
+              let expected = Array.append (toFloat pictures[2]) (toFloat pictures[0])
+              Expect.isLessThan (relativeError (floats batch) expected) 1e-6 "(v / 255 - 0.5) / 0.5"
+          } ]
+
+[<Tests>]
 let objective =
     testSequenced
     <| testList
