@@ -216,11 +216,6 @@ type PretrainArgs =
     | Decoder_Depth of blocks: int
     | Decoder_Heads of count: int
     | Mask_Ratio of fraction: float
-    | Bottleneck
-    | Contrastive_Weight of weight: float
-    | Temperature of tau: float
-    | Projection_Width of dim: int
-    | Contrastive_Mask_Ratio of fraction: float
     | Epochs of count: int
     | Batch_Size of count: int
     | Lr of rate: float
@@ -232,10 +227,12 @@ type PretrainArgs =
     | Force
     | [<AltCommandLine("-o")>] Output of path: string
     | Device of name: string
+    | Threads of count: int
 
     interface IArgParserTemplate with
         member this.Usage =
             match this with
+            | Threads _ -> "libtorch threads (default: all cores when they are idle at the start, else 1)."
             | Benchmark _ -> "whose training images to learn from, without labels (default fashion-mnist; see `prompting benchmarks`)."
             | Data _ -> "the benchmark's data (as for `run`)."
             | Image_Size _ -> "input resolution of the backbone (default 28)."
@@ -247,15 +244,10 @@ type PretrainArgs =
             | Decoder_Depth _ -> "decoder blocks (default 2)."
             | Decoder_Heads _ -> "decoder attention heads (default 2)."
             | Mask_Ratio _ -> "share of patches hidden from the encoder (default 0.75)."
-            | Bottleneck -> "the decoder sees only the class token, so all it reconstructs passes through it."
-            | Contrastive_Weight _ -> "weight of the class-token contrastive term between two views (0 = plain MAE)."
-            | Temperature _ -> "temperature of the contrastive term (default 0.2)."
-            | Projection_Width _ -> "output width of the contrastive projection head (default 64)."
-            | Contrastive_Mask_Ratio _ -> "share of patches hidden in the second, contrastive-only view (0 = whole image)."
-            | Epochs _ -> "passes over the images (default 4)."
+            | Epochs _ -> "passes over the images (default 3)."
             | Batch_Size _ -> "images per step (default 128)."
             | Lr _ -> "peak AdamW learning rate after warm-up, cosine to 0 (default 0.0015)."
-            | Images _ -> "use at most this many training images, a seeded subset (default: all)."
+            | Images _ -> "use at most this many training images, a seeded subset (default 20000)."
             | Crop_Scale _ -> "smallest RandomResizedCrop area fraction (default 0.2; 1 = whole image)."
             | No_Flip -> "no random horizontal flips."
             | Seed _ -> "seed of initialisation, shuffling, crops and masks (default 0)."
@@ -269,10 +261,12 @@ type DemoArgs =
     | Data of dir: string
     | Cache_Dir of dir: string
     | Device of name: string
+    | Threads of count: int
 
     interface IArgParserTemplate with
         member this.Usage =
             match this with
+            | Threads _ -> "libtorch threads (default: all cores when they are idle at the start, else 1)."
             | Out _ -> "where the runs and report.html go (default out/demo); each demo replaces its earlier runs there."
             | Data _ -> "a directory with the four Fashion-MNIST IDX files (default: installed, cached, or fetched)."
             | Cache_Dir _ -> "backbone cache (default $XDG_CACHE_HOME/prompting/backbones or ~/.cache/prompting/backbones)."

@@ -16,6 +16,7 @@ let run (args: ParseResults<DemoArgs>) =
           CacheDirectory = args.GetResult(DemoArgs.Cache_Dir, defaultValue = Cache.defaultDirectory ())
           Data = args.TryGetResult DemoArgs.Data
           Device = Devices.parse (args.GetResult(DemoArgs.Device, defaultValue = "auto"))
+          Threads = args.TryGetResult DemoArgs.Threads
           Log = fun line -> printfn "%s" line }
     let settings = DemoSettings.standard
     let result = Demo.run settings options

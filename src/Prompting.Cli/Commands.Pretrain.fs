@@ -25,11 +25,6 @@ let configure (args: ParseResults<PretrainArgs>) : MaeConfig =
             DecoderDepth = args.GetResult(PretrainArgs.Decoder_Depth, defaultValue = d.DecoderDepth)
             DecoderHeads = args.GetResult(PretrainArgs.Decoder_Heads, defaultValue = d.DecoderHeads)
             MaskRatio = args.GetResult(PretrainArgs.Mask_Ratio, defaultValue = d.MaskRatio)
-            ClassTokenBottleneck = args.Contains PretrainArgs.Bottleneck || d.ClassTokenBottleneck
-            ContrastiveWeight = args.GetResult(PretrainArgs.Contrastive_Weight, defaultValue = d.ContrastiveWeight)
-            ContrastiveTemperature = args.GetResult(PretrainArgs.Temperature, defaultValue = d.ContrastiveTemperature)
-            ProjectionWidth = args.GetResult(PretrainArgs.Projection_Width, defaultValue = d.ProjectionWidth)
-            ContrastiveMaskRatio = args.GetResult(PretrainArgs.Contrastive_Mask_Ratio, defaultValue = d.ContrastiveMaskRatio)
             Epochs = args.GetResult(PretrainArgs.Epochs, defaultValue = d.Epochs)
             BatchSize = args.GetResult(PretrainArgs.Batch_Size, defaultValue = d.BatchSize)
             LearningRate = args.GetResult(PretrainArgs.Lr, defaultValue = d.LearningRate)
@@ -52,6 +47,7 @@ let run (args: ParseResults<PretrainArgs>) =
     let device = Devices.parse (args.GetResult(PretrainArgs.Device, defaultValue = "auto"))
     let cacheDir = args.GetResult(PretrainArgs.Cache_Dir, defaultValue = Cache.defaultDirectory ())
     let images = trainingImages (args.GetResult(PretrainArgs.Benchmark, defaultValue = "fashion-mnist")) (args.TryGetResult PretrainArgs.Data)
+    CpuThreads.configure (args.TryGetResult PretrainArgs.Threads) (eprintfn "%s") |> ignore
     let backbone = Cache.getOrTrain config images cacheDir (args.Contains PretrainArgs.Force) device (eprintfn "%s")
     let path =
         match args.TryGetResult PretrainArgs.Output with

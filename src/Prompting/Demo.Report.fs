@@ -73,7 +73,9 @@ module DemoReport =
           "encoder", sprintf "ViT, %d px, patch %d, width %d, %d blocks, %d heads" e.ImageSize e.PatchSize e.Width e.Depth e.Heads
           "decoder", sprintf "width %d, %d blocks (discarded after pretraining)" c.DecoderWidth c.DecoderDepth
           "mask ratio", f2 c.MaskRatio
-          "pretraining", sprintf "%d epochs over the Fashion-MNIST training images, batch %d, AdamW peak lr %g" c.Epochs c.BatchSize c.LearningRate
+          "pretraining",
+          sprintf "%d epochs over %s Fashion-MNIST training images (no labels), batch %d, AdamW peak lr %g"
+              c.Epochs (match c.Images with Some n -> string n | None -> "all") c.BatchSize c.LearningRate
           "checkpoint", backbone.Path
           "cache", (if backbone.Reused then "reused from an earlier demo" else "pretrained by this demo") ]
 

@@ -15,6 +15,8 @@ type DemoOptions =
       CacheDirectory: string
       Data: string option
       Device: torch.Device
+      /// libtorch's threads; None: all cores when they are idle, else one (see CpuThreads).
+      Threads: int option
       Log: string -> unit }
 
 /// A finished demo: the backbone, each method's summary, the report and the times it took.
@@ -72,6 +74,7 @@ module Demo =
 
     let run (s: DemoSettings) (o: DemoOptions) : DemoResult =
         let clock = Stopwatch.StartNew()
+        CpuThreads.configure o.Threads o.Log |> ignore
         let data = DemoData.ensure (DemoData.system o.Log) o.Data
         o.Log(sprintf "data: Fashion-MNIST from %s" data)
         let dataset = Idx.fashionMnist data

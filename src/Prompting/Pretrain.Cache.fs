@@ -33,7 +33,7 @@ type CachedBackbone =
 module Cache =
     /// Part of every key: bump it when the training code changes what a configuration produces.
     [<Literal>]
-    let FormatVersion = "prompting-mae-1"
+    let FormatVersion = "prompting-mae-2"
 
     /// $XDG_CACHE_HOME/prompting/backbones, else ~/.cache/prompting/backbones.
     let defaultDirectory () =

@@ -17,19 +17,6 @@ type MaeConfig =
       /// Reconstruct each patch's pixels normalised by that patch's own mean and variance (MAE's
       /// norm_pix_loss), which makes the encoder model structure rather than brightness.
       NormalisePixels: bool
-      /// The decoder sees only the class token (and the positions of the patches to fill in), not
-      /// the visible patch tokens: everything it reconstructs must pass through the class token,
-      /// which `run`'s heads and prompt queries read.
-      ClassTokenBottleneck: bool
-      /// Weight of a contrastive term (InfoNCE between the class tokens of two views of each
-      /// image, through a projection head); 0 is plain MAE. MAE trains the patch tokens, while
-      /// `run`'s heads and prompt queries read the class token: this term makes it describe the image.
-      ContrastiveWeight: float
-      ContrastiveTemperature: float
-      /// Output width of the projection head (discarded after pretraining).
-      ProjectionWidth: int
-      /// Share of patches hidden in the second, contrastive-only view; 0 shows it whole.
-      ContrastiveMaskRatio: float
       Epochs: int
       BatchSize: int
       /// Peak learning rate of AdamW (β = 0.9, 0.95), reached after the warm-up, then cosine to 0.
@@ -53,28 +40,20 @@ module MaeConfig =
           DecoderHeads = 2
           MaskRatio = 0.75
           NormalisePixels = true
-          ClassTokenBottleneck = false
-          ContrastiveWeight = 0.0
-          ContrastiveTemperature = 0.2
-          ProjectionWidth = 64
-          ContrastiveMaskRatio = 0.0
-          Epochs = 4
+          Epochs = 3
           BatchSize = 128
           LearningRate = 1.5e-3
           WarmupEpochs = 0.5
           WeightDecay = 0.05
-          Images = None
+          Images = Some 20000
           CropScaleMin = 0.2
           HorizontalFlip = true
           Seed = 0 }
 
-    /// Patches kept visible at a mask ratio: at least one, and at least one hidden.
-    let visibleAt (c: MaeConfig) (ratio: float) =
+    /// Patches the encoder sees per image: at least one is kept and at least one is hidden.
+    let visiblePatches (c: MaeConfig) =
         let patches = VitConfig.patchCount c.Encoder
-        max 1 (min (patches - 1) (int (float patches * (1.0 - ratio))))
-
-    /// Patches the encoder sees per image in the reconstruction view.
-    let visiblePatches (c: MaeConfig) = visibleAt c c.MaskRatio
+        max 1 (min (patches - 1) (int (float patches * (1.0 - c.MaskRatio))))
 
     /// Checks every field, naming the option a user would change.
     let validate (c: MaeConfig) =
@@ -97,11 +76,6 @@ module MaeConfig =
             Errors.fail "pretrain: --decoder-width %d is not divisible by --decoder-heads %d" c.DecoderWidth c.DecoderHeads
         if not (c.MaskRatio > 0.0 && c.MaskRatio < 1.0) then
             Errors.fail "pretrain: --mask-ratio %g must be between 0 and 1 (exclusive)" c.MaskRatio
-        if c.ContrastiveWeight < 0.0 then Errors.fail "pretrain: --contrastive-weight %g must not be negative" c.ContrastiveWeight
-        if not (c.ContrastiveTemperature > 0.0) then Errors.fail "pretrain: --temperature %g must be positive" c.ContrastiveTemperature
-        positive "projection-width" c.ProjectionWidth
-        if not (c.ContrastiveMaskRatio >= 0.0 && c.ContrastiveMaskRatio < 1.0) then
-            Errors.fail "pretrain: --contrastive-mask-ratio %g must be in [0, 1)" c.ContrastiveMaskRatio
         if not (c.LearningRate > 0.0) then Errors.fail "pretrain: --lr %g must be positive" c.LearningRate
         if c.WarmupEpochs < 0.0 || c.WarmupEpochs > float c.Epochs then
             Errors.fail "pretrain: warm-up of %g epochs must lie between 0 and --epochs %d" c.WarmupEpochs c.Epochs

@@ -111,18 +111,6 @@ type MaskedAutoencoder(config: MaeConfig) as this =
         torch.nn.ModuleList<Block>([| for _ in 1 .. c.DecoderDepth -> new Block(c.DecoderWidth, c.DecoderHeads, 4 * c.DecoderWidth) |])
     let decoderNorm = torch.nn.LayerNorm([| int64 c.DecoderWidth |], eps = 1e-6)
     let decoderPred = torch.nn.Linear(int64 c.DecoderWidth, int64 pixelsPerPatch)
-    // Only with a contrastive term, so plain MAE draws the same initial weights without it.
-    let projector =
-        if c.ContrastiveWeight > 0.0 then
-            let layer (name: string) (m: torch.nn.Module<torch.Tensor, torch.Tensor>) = struct (name, m)
-            Some(
-                torch.nn.Sequential(
-                    layer "fc1" (torch.nn.Linear(int64 e.Width, int64 e.Width)),
-                    layer "act" (torch.nn.GELU()),
-                    layer "fc2" (torch.nn.Linear(int64 e.Width, int64 c.ProjectionWidth))
-                )
-            )
-        else None
     let decoderPositions =
         torch.tensor (Mae.sinCosPositions c.DecoderWidth (VitConfig.grid e), ReadOnlySpan<int64> [| 1L; int64 patches + 1L; int64 c.DecoderWidth |])
     do
@@ -133,7 +121,6 @@ type MaskedAutoencoder(config: MaeConfig) as this =
         this.register_module ("decoder_norm", decoderNorm)
         this.register_module ("decoder_pred", decoderPred)
         this.register_buffer ("decoder_pos_embed", decoderPositions)
-        projector |> Option.iter (fun p -> this.register_module ("projector", p))
         // MAE's initialisation: fixed sine-cosine positions in the encoder (not trained), Xavier
         // linear layers and patch projection, N(0, 0.02) class and mask tokens, zero biases.
         use _ = torch.no_grad ()
@@ -169,15 +156,11 @@ type MaskedAutoencoder(config: MaeConfig) as this =
         let keep = latent.shape[1] - 1L
         use embedded = decoderEmbed.forward latent
         use cls = embedded.narrow (1, 0L, 1L)
-        use ordered =
-            if c.ClassTokenBottleneck then
-                maskToken.expand(b, int64 patches, -1L).contiguous ()
-            else
-                use visible = embedded.narrow (1, 1L, keep)
-                use masks = maskToken.expand (b, int64 patches - keep, -1L)
-                use shuffled = torch.cat ([| visible; masks |], 1L)
-                use index = masking.Restore.unsqueeze(-1).expand (-1L, -1L, int64 c.DecoderWidth)
-                shuffled.gather (1L, index)
+        use visible = embedded.narrow (1, 1L, keep)
+        use masks = maskToken.expand (b, int64 patches - keep, -1L)
+        use shuffled = torch.cat ([| visible; masks |], 1L)
+        use index = masking.Restore.unsqueeze(-1).expand (-1L, -1L, int64 c.DecoderWidth)
+        use ordered = shuffled.gather (1L, index)
         use sequence = torch.cat ([| cls; ordered |], 1L)
         // The registered buffer itself (moved with the module): not disposed here.
         let positions = this.get_buffer "decoder_pos_embed"
@@ -191,41 +174,10 @@ type MaskedAutoencoder(config: MaeConfig) as this =
         use predicted = decoderPred.forward normed
         predicted.narrow(1, 1L, int64 patches).contiguous ()
 
-    /// The reconstruction loss of a batch from its encoded visible tokens.
-    member this.Reconstruction(images: torch.Tensor, latent: torch.Tensor, masking: Masking) =
+    /// The reconstruction loss of a batch under the given masks.
+    member this.Loss(images: torch.Tensor, masking: Masking) =
+        use latent = this.Encode(images, masking)
         use prediction = this.Decode(latent, masking)
         use pixels = Mae.patchify e.PatchSize images
         use target = Mae.target c.NormalisePixels pixels
         Mae.maskedLoss prediction target masking.Hidden
-
-    /// The reconstruction loss of a batch under the given masks.
-    member this.Loss(images: torch.Tensor, masking: Masking) =
-        use latent = this.Encode(images, masking)
-        this.Reconstruction(images, latent, masking)
-
-    /// Final-norm class tokens (B, D) of whole images, or of their visible patches.
-    member this.ClassTokens(images: torch.Tensor, masking: Masking option) =
-        use features =
-            match masking with
-            | Some m -> this.Encode(images, m)
-            | None -> encoder.ForwardFeatures images
-        features.select(1, 0L).contiguous ()
-
-    /// InfoNCE between two views' class tokens: each token must pick its own image's other view
-    /// among the batch's (cross-entropy both ways, cosine similarity / temperature).
-    member _.Contrast(a: torch.Tensor, b: torch.Tensor) =
-        match projector with
-        | None -> Errors.fail "pretrain: the contrastive term is off (weight 0)"
-        | Some p ->
-            use pa = p.forward a
-            use pb = p.forward b
-            use za = torch.nn.functional.normalize (pa, 2.0, 1L, 1e-12)
-            use zb = torch.nn.functional.normalize (pb, 2.0, 1L, 1e-12)
-            use similarity = za.mm (zb.t ())
-            use logits = similarity / c.ContrastiveTemperature
-            use logitsT = logits.t ()
-            use targets = torch.arange (a.shape[0], dtype = torch.int64, device = a.device)
-            use forward = torch.nn.functional.cross_entropy (logits, targets)
-            use backward = torch.nn.functional.cross_entropy (logitsT, targets)
-            use sum = forward + backward
-            sum / 2.0

@@ -92,7 +92,6 @@ module Pretraining =
         use withoutDecay = torch.optim.AdamW(plain, lr = c.LearningRate, beta1 = 0.9, beta2 = 0.95, weight_decay = 0.0)
         let optimizers = [ withDecay :> torch.optim.Optimizer; withoutDecay ]
         let keep = mae.VisiblePatches
-        let contrastiveKeep = MaeConfig.visibleAt c c.ContrastiveMaskRatio
         let losses = ResizeArray<float>()
         mae.train ()
         for epoch in 0 .. c.Epochs - 1 do
@@ -109,18 +108,7 @@ module Pretraining =
                 let batch = bank.Batch(indices, device)
                 let first = Views.random views c.CropScaleMin c.HorizontalFlip batch
                 let masking = Masking.random generator indices.Length mae.Patches keep device
-                let latent = mae.Encode(first, masking)
-                let reconstruction = mae.Reconstruction(first, latent, masking)
-                let loss =
-                    if c.ContrastiveWeight = 0.0 then reconstruction
-                    else
-                        let second = Views.random views c.CropScaleMin c.HorizontalFlip batch
-                        let secondMask =
-                            if c.ContrastiveMaskRatio = 0.0 then None
-                            else Some(Masking.random generator indices.Length mae.Patches contrastiveKeep device)
-                        let tokens = mae.ClassTokens(second, secondMask)
-                        let contrast = mae.Contrast(latent.select(1, 0L), tokens)
-                        reconstruction + contrast * c.ContrastiveWeight
+                let loss = mae.Loss(first, masking)
                 for o in optimizers do o.zero_grad ()
                 loss.backward ()
                 for o in optimizers do o.step () |> ignore

@@ -209,6 +209,24 @@ let comparison =
           } ]
 
 [<Tests>]
+let threads =
+    testList
+        "demo threads"
+        [ test "all cores when the CPU is idle or its load unknown, one when it is busy" {
+              Expect.equal (CpuThreads.choose 2 (Some 0.97)) 2 "idle"
+              Expect.equal (CpuThreads.choose 2 (Some 0.75)) 2 "three quarters idle"
+              Expect.equal (CpuThreads.choose 2 (Some 0.4)) 1 "busy"
+              Expect.equal (CpuThreads.choose 8 None) 8 "unknown"
+              Expect.equal (CpuThreads.choose 0 None) 1 "at least one"
+          }
+
+          test "the idle share is a fraction on Linux" {
+              match CpuThreads.idleShare (TimeSpan.FromMilliseconds 50.0) with
+              | Some share -> Expect.isTrue (share >= 0.0 && share <= 1.0) (sprintf "share %g" share)
+              | None -> Expect.isFalse (File.Exists "/proc/stat") "None only without /proc/stat"
+          } ]
+
+[<Tests>]
 let endToEnd =
     testSequenced
     <| testList
@@ -234,7 +252,8 @@ let endToEnd =
                       BatchSize = 8 }
               let lines = ResizeArray<string>()
               let options =
-                  { Output = dir.File "out"; CacheDirectory = dir.File "cache"; Data = Some data; Device = torch.CPU; Log = lines.Add }
+                  { Output = dir.File "out"; CacheDirectory = dir.File "cache"; Data = Some data; Device = torch.CPU
+                    Threads = Some(torch.get_num_threads ()); Log = lines.Add }
               let first = Demo.run settings options
               Expect.isFalse first.Backbone.Reused "pretrained the first time"
               Expect.equal (first.Runs |> List.map _.Method) [ "dualprompt"; "sequential" ] "one run per method, in order"

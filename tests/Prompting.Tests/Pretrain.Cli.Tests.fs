@@ -81,7 +81,8 @@ let tests =
                     [ "--decoder-width"; "12"; "--decoder-heads"; "5" ], [ "--decoder-heads 5" ]
                     [ "--epochs"; "0" ], [ "--epochs" ]
                     [ "--images"; "0" ], [ "--images" ]
-                    [ "--device"; "tpu" ], [ "device tpu" ] ] do
+                    [ "--device"; "tpu" ], [ "device tpu" ]
+                    [ "--threads"; "0" ], [ "--threads 0" ] ] do
                   expectOneLineError (baseArgs @ extra) fragments
               expectOneLineError [ "pretrain"; "--benchmark"; "nope" ] [ "benchmark nope" ]
               expectOneLineError [ "pretrain"; "--benchmark"; "sequence" ] [ "sequence" ]
