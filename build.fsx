@@ -3,14 +3,12 @@
 //   build  setup, then build Prompting.sln in Release (the native fix-up runs as part of the build,
 //          see build/NativeFixup.targets)
 //   test   build, then run every test project; ends with "N passed, M failed"
-//   demo   build, then run the main job on the embedded default
+//   demo   build, then the offline continual-learning demo (`prompting demo`, see docs/demo.md)
 open System
 open System.Diagnostics
 open System.IO
 open System.Text.RegularExpressions
 open System.Xml.Linq
-#r "System.Formats.Tar.dll"
-open System.Formats.Tar
 
 let root = __SOURCE_DIRECTORY__
 let configuration = "Release"
@@ -92,38 +90,12 @@ let test () =
     else printfn "%d passed, %d failed" passed failed
     if failed > 0 then exit 1
 
-/// The main job on the embedded default. Until the continual-learning demo exists this classifies
-/// real CIFAR-10 photos with the real ViT-Ti when ../shared is present, and otherwise runs predict
-/// on a freshly generated small checkpoint.
+/// The offline demo: `prompting demo` gets Fashion-MNIST (apt, the cache or the downloader),
+/// pretrains a small ViT without labels (or reuses the cached one), compares prompt methods with
+/// sequential fine-tuning on Split Fashion-MNIST, prints the table and writes out/demo/report.html.
 let demo () =
     build ()
-    let out = Path.Combine(root, "out", "demo")
-    Directory.CreateDirectory out |> ignore
-    let prompting args = exec "dotnet" (cli :: args)
-    let shared = Path.GetFullPath(Path.Combine(root, "..", "shared"))
-    let weights = Path.Combine(shared, "weights", "vit_tiny_patch16_224.augreg_in21k_ft_in1k.safetensors")
-    let tar = Path.Combine(shared, "data", "cifar10-jpeg.tar")
-    if File.Exists weights && File.Exists tar then
-        let images = Path.Combine(out, "images")
-        Directory.CreateDirectory images |> ignore
-        use reader = new TarReader(File.OpenRead tar)
-        let mutable taken = 0
-        let mutable entry = reader.GetNextEntry()
-        while taken < 10 && not (isNull entry) do
-            if entry.Name.Contains "/test/" && entry.Name.EndsWith "/0000.jpg" then
-                let name = entry.Name.Split('/')[2] + ".jpg"
-                entry.ExtractToFile(Path.Combine(images, name), true)
-                taken <- taken + 1
-            entry <- reader.GetNextEntry()
-        prompting [ "predict"; "--checkpoint"; weights; "--images"; images; "--output"; Path.Combine(out, "predictions.csv") ]
-        printfn "%s" (File.ReadAllText(Path.Combine(out, "predictions.csv")))
-        printfn "ImageNet-1k top-5 class indices for one CIFAR-10 test photo per class (file = CIFAR class)."
-    else
-        printfn "../shared not found: running predict on a generated checkpoint instead"
-        let checkpoint = Path.Combine(out, "vit-demo.safetensors")
-        prompting [ "create"; "--image-size"; "32"; "--patch-size"; "8"; "--depth"; "2"; "--width"; "48"; "--heads"; "3"; "--classes"; "10"; "-o"; checkpoint ]
-        prompting [ "predict"; "--checkpoint"; checkpoint; "--input"; Path.Combine(root, "tests", "fixtures", "input_32.npy"); "--output"; Path.Combine(out, "logits.npy") ]
-        printfn "wrote %s" (Path.Combine(out, "logits.npy"))
+    exec "dotnet" [ cli; "demo"; "--out"; Path.Combine(root, "out", "demo") ]
 
 let clean () =
     for dir in Directory.EnumerateDirectories(root, "*", SearchOption.AllDirectories) |> Array.ofSeq do

@@ -208,6 +208,74 @@ type ReportArgs =
             | Runs _ -> "run directories to compare (methods x seeds)."
             | Output _ -> "HTML comparison report (default comparison.html)."
 
+type PretrainArgs =
+    | [<AltCommandLine("-b")>] Benchmark of name: string
+    | Data of path: string
+    | Image_Size of pixels: int
+    | Patch_Size of pixels: int
+    | Depth of blocks: int
+    | Width of dim: int
+    | Heads of count: int
+    | Decoder_Width of dim: int
+    | Decoder_Depth of blocks: int
+    | Decoder_Heads of count: int
+    | Mask_Ratio of fraction: float
+    | Epochs of count: int
+    | Batch_Size of count: int
+    | Lr of rate: float
+    | Images of count: int
+    | Crop_Scale of fraction: float
+    | No_Flip
+    | Seed of seed: int
+    | Cache_Dir of dir: string
+    | Force
+    | [<AltCommandLine("-o")>] Output of path: string
+    | Device of name: string
+    | Threads of count: int
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Threads _ -> "libtorch threads (default: all cores when they are idle at the start, else 1)."
+            | Benchmark _ -> "whose training images to learn from, without labels (default fashion-mnist; see `prompting benchmarks`)."
+            | Data _ -> "the benchmark's data (as for `run`)."
+            | Image_Size _ -> "input resolution of the backbone (default 28)."
+            | Patch_Size _ -> "patch size (default 4)."
+            | Depth _ -> "encoder blocks (default 5)."
+            | Width _ -> "encoder width, a multiple of 4 (default 96)."
+            | Heads _ -> "encoder attention heads (default 3)."
+            | Decoder_Width _ -> "decoder width, a multiple of 4 (default 64)."
+            | Decoder_Depth _ -> "decoder blocks (default 2)."
+            | Decoder_Heads _ -> "decoder attention heads (default 2)."
+            | Mask_Ratio _ -> "share of patches hidden from the encoder (default 0.75)."
+            | Epochs _ -> "passes over the images (default 3)."
+            | Batch_Size _ -> "images per step (default 128)."
+            | Lr _ -> "peak AdamW learning rate after warm-up, cosine to 0 (default 0.0015)."
+            | Images _ -> "use at most this many training images, a seeded subset (default 20000)."
+            | Crop_Scale _ -> "smallest RandomResizedCrop area fraction (default 0.2; 1 = whole image)."
+            | No_Flip -> "no random horizontal flips."
+            | Seed _ -> "seed of initialisation, shuffling, crops and masks (default 0)."
+            | Cache_Dir _ -> "backbone cache (default $XDG_CACHE_HOME/prompting/backbones or ~/.cache/prompting/backbones)."
+            | Force -> "pretrain again even when the cache holds this configuration's backbone."
+            | Output _ -> "also copy the checkpoint to this file."
+            | Device _ -> "cpu or cuda[:N] (default: cuda when available)."
+
+type DemoArgs =
+    | [<AltCommandLine("-o")>] Out of dir: string
+    | Data of dir: string
+    | Cache_Dir of dir: string
+    | Device of name: string
+    | Threads of count: int
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Threads _ -> "libtorch threads (default: all cores when they are idle at the start, else 1)."
+            | Out _ -> "where the runs and report.html go (default out/demo); each demo replaces its earlier runs there."
+            | Data _ -> "a directory with the four Fashion-MNIST IDX files (default: installed, cached, or fetched)."
+            | Cache_Dir _ -> "backbone cache (default $XDG_CACHE_HOME/prompting/backbones or ~/.cache/prompting/backbones)."
+            | Device _ -> "cpu or cuda[:N] (default: cuda when available)."
+
 [<RequireSubcommand>]
 type CliArgs =
     | [<CliPrefix(CliPrefix.None)>] Predict of ParseResults<PredictArgs>
@@ -221,6 +289,8 @@ type CliArgs =
     | [<CliPrefix(CliPrefix.None)>] Benchmarks of ParseResults<BenchmarksArgs>
     | [<CliPrefix(CliPrefix.None)>] Report of ParseResults<ReportArgs>
     | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<BenchArgs>
+    | [<CliPrefix(CliPrefix.None)>] Pretrain of ParseResults<PretrainArgs>
+    | [<CliPrefix(CliPrefix.None)>] Demo of ParseResults<DemoArgs>
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -236,3 +306,5 @@ type CliArgs =
             | Benchmarks _ -> "list the benchmarks."
             | Report _ -> "compare runs: a table and an HTML report."
             | Bench _ -> "measure training and inference speed, memory and MFU per method beside PyTorch eager."
+            | Pretrain _ -> "pretrain a small ViT without labels (MAE) on a benchmark's training images; cached."
+            | Demo _ -> "the offline demo: pretrain (or reuse) a backbone, compare prompt methods with fine-tuning on Split Fashion-MNIST."

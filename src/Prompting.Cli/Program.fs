@@ -20,6 +20,8 @@ let run (argv: string[]) =
         | Benchmarks args -> Commands.Run.benchmarks (args.Contains BenchmarksArgs.Names_Only)
         | Report args -> Commands.Run.report args
         | Bench args -> Commands.Bench.run args
+        | Pretrain args -> Commands.Pretrain.run args
+        | Demo args -> Commands.Demo.run args
     with
     | :? ArguParseException as e when e.ErrorCode = ErrorCode.HelpText ->
         printfn "%s" e.Message

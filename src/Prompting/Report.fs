@@ -88,7 +88,7 @@ module Report =
 
     let private taskLabel (j: int) = sprintf "task %d" (j + 1)
 
-    let private styled (title: string) (xTitle: string) (yTitle: string) (chart: GenericChart) =
+    let styled (title: string) (xTitle: string) (yTitle: string) (chart: GenericChart) =
         chart
         |> Chart.withTitle title
         |> Chart.withXAxisStyle (TitleText = xTitle)
@@ -145,7 +145,7 @@ module Report =
     // ---- HTML ----
 
     /// Escapes the HTML-special characters only; other characters stay as they are (UTF-8 page).
-    let private escape (s: string) =
+    let escape (s: string) =
         if isNull s then ""
         else s.Replace("&", "&amp;").Replace("<", "&lt;").Replace(">", "&gt;").Replace("\"", "&quot;").Replace("'", "&#39;")
 
@@ -157,7 +157,7 @@ th{background:#f3f5f9}td.num{text-align:right;font-variant-numeric:tabular-nums}
 pre{background:#f7f7f9;border:1px solid #e1e1e8;padding:12px;overflow:auto;font-size:0.85em}
 .muted{color:#777;font-size:0.9em}code{font-size:0.9em}.wide{overflow-x:auto}"""
 
-    let private page (title: string) (body: string) =
+    let page (title: string) (body: string) =
         let sb = StringBuilder()
         sb.Append("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n") |> ignore
         sb.Append("<title>").Append(escape title).Append("</title>\n") |> ignore
@@ -166,15 +166,15 @@ pre{background:#f7f7f9;border:1px solid #e1e1e8;padding:12px;overflow:auto;font-
         sb.Append("</head>\n<body>\n").Append(body).Append("\n</body>\n</html>\n") |> ignore
         sb.ToString()
 
-    let private chartHtml (chart: GenericChart) = GenericChart.toChartHTML chart
+    let chartHtml (chart: GenericChart) = GenericChart.toChartHTML chart
 
-    let private keyValueTable (rows: (string * string) list) =
+    let keyValueTable (rows: (string * string) list) =
         let sb = StringBuilder("<table>\n")
         for k, v in rows do
             sb.Append("<tr><th>").Append(escape k).Append("</th><td>").Append(escape v).Append("</td></tr>\n") |> ignore
         sb.Append("</table>\n").ToString()
 
-    let private gridTable (header: string list) (rows: string list list) =
+    let gridTable (header: string list) (rows: string list list) =
         let sb = StringBuilder("<div class=\"wide\"><table>\n<tr>")
         for h in header do sb.Append("<th>").Append(escape h).Append("</th>") |> ignore
         sb.Append("</tr>\n") |> ignore
