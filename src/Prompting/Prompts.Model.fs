@@ -216,9 +216,16 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
                             match span with
                             | None -> (match where with AfterClassToken -> 1L | BeforeClassToken -> 0L), 0L
                             | Some(start, len) -> start, len
-                        let before = tokens.narrow (1, 0L, start)
-                        let after = tokens.narrow (1, start + removed, tokens.shape[1] - start - removed)
-                        tokens <- torch.cat ([| before; prompt; after |], 1L)
+                        if removed = n then
+                            // Same-length replacement (VPT-deep): its backward copies the gradient
+                            // once, where narrow + cat would fill and add whole-sequence tensors.
+                            let replaced = tokens.clone ()
+                            (replaced.narrow (1, start, n)).copy_ prompt |> ignore
+                            tokens <- replaced
+                        else
+                            let before = tokens.narrow (1, 0L, start)
+                            let after = tokens.narrow (1, start + removed, tokens.shape[1] - start - removed)
+                            tokens <- torch.cat ([| before; prompt; after |], 1L)
                         span <- Some(start, n)
                         placement <- where
                     | PrefixTokens _ ->

@@ -94,9 +94,12 @@ type Attention(width: int, heads: int) as this =
         use packed = qkv.forward x
         use unpacked = packed.reshape (b, n, 3L, int64 heads, int64 headDim)
         use split = unpacked.permute (2L, 0L, 3L, 1L, 4L)
-        use q = split.select (0, 0L)
-        use k0 = split.select (0, 1L)
-        use v0 = split.select (0, 2L)
+        // unbind, not three selects: its backward stacks the three gradients in one copy, where
+        // each select's backward would fill a zero tensor of the packed size and add them up.
+        let parts = split.unbind 0
+        use q = parts[0]
+        use k0 = parts[1]
+        use v0 = parts[2]
         attend q k0 v0 prefix
 
     /// Outputs for `rows` only: keys and values still come from every token, but queries (a third
@@ -113,8 +116,9 @@ type Attention(width: int, heads: int) as this =
         use packed = torch.nn.functional.linear (x, kvWeight, kvBias)
         use unpacked = packed.reshape (b, n, 2L, int64 heads, int64 headDim)
         use split = unpacked.permute (2L, 0L, 3L, 1L, 4L)
-        use k0 = split.select (0, 0L)
-        use v0 = split.select (0, 1L)
+        let parts = split.unbind 0
+        use k0 = parts[0]
+        use v0 = parts[1]
         attend q k0 v0 prefix
 
     override this.forward(x) = this.Forward(x, None)
