@@ -48,10 +48,10 @@ let defaults =
       Methods = defaultMethods
       Seeds = [ 0; 1; 2 ]
       ImageSize = 96
-      TrainPerClass = 40
-      TestPerClass = 20
-      Epochs = 2
-      BatchSize = 16
+      TrainPerClass = 60
+      TestPerClass = 50
+      Epochs = 3
+      BatchSize = 8
       Markdown = None }
 
 let usage () =
