@@ -10,7 +10,10 @@ What "the same computation" means here (see bench/README.md):
 * a frozen timm ViT whose attention is timm's explicit ``(q @ k^T) * scale -> softmax -> @ v``
   (the official L2P, DualPrompt, CODA-Prompt and VQ-Prompt code all run such a timm ViT);
   prefixes are concatenated to the keys and values after the qkv projection, per head;
-* the query pass under ``torch.no_grad()`` through the same, un-prompted backbone;
+* the query pass under ``torch.no_grad()`` through the same, un-prompted backbone: all its
+  blocks, or the first K with ``--query-depth K``; the blocks before the first prompted one, up to
+  that depth, are computed once for both passes as the framework does (none for the methods here,
+  which all prompt block 0);
 * the prompted forward, the head, cross-entropy with logits outside the trained classes set to
   -inf, plus the method's pull / orthogonality / VQ losses;
 * ``zero_grad``, ``backward``, optional gradient clipping and an optimiser step (the optimiser,
@@ -215,8 +218,10 @@ def l2_normalize(x, dim=None, epsilon=1e-12):
 
 
 class Method(nn.Module):
-    """features(vit, x, q, train) -> (pre-logits (B, D), auxiliary loss or 0)."""
+    """features(vit, x, q, train) -> (pre-logits (B, D), auxiliary loss or 0). first_layer: the first
+    block the method's prompts touch (the blocks before it are the un-prompted backbone's)."""
     needs_query = False
+    first_layer = 0
 
 
 class Plain(Method):
@@ -329,15 +334,16 @@ class CodaHarness(Method):
     and a loss, summed over layers (prompt_loss.sum())."""
     needs_query = True
 
-    def features(self, vit, x, q, train):
-        h = vit.embed(x)
+    def features(self, vit, x, q, train, start=None):
+        """start: (tokens after the first s blocks, s), when the query pass computed them."""
+        h, first = start if start is not None else (vit.embed(x), 0)
         B = x.shape[0]
         self.begin(q, B, train)
         total = 0.0
-        for i, blk in enumerate(vit.blocks):
+        for i in range(first, vit.depth):
             prefix, loss = self.layer(i, q, B, train)
             total = total + loss
-            h = blk(h, prefix)
+            h = vit.blocks[i](h, prefix)
         return vit.norm(h)[:, 0], total
 
     def begin(self, q, B, train):
@@ -354,6 +360,7 @@ class DualPromptCoda(CodaHarness):
         super().__init__()
         self.task, self.g_layers, self.g_len, self.e_layers, self.e_len = task, g_layers, g_len, e_layers, e_len
         self.top_k, self.bootstrap, self.keys_per_layer, self.pull_weight = top_k, bootstrap, keys_per_layer, pull_weight
+        self.first_layer = min(g_layers + e_layers)
         d = vit.dim
         self.g = nn.ParameterList([uniform((g_len, d), *init) for _ in g_layers])
         self.e = nn.ParameterList([uniform((pool, e_len, d), *init) for _ in e_layers])
@@ -400,6 +407,7 @@ class CodaPrompt(CodaHarness):
     def __init__(self, vit, task, tasks, pool=100, length=8, layers=(0, 1, 2, 3, 4), ortho=0.0):
         super().__init__()
         self.task, self.tasks, self.pool, self.length, self.layers, self.ortho = task, tasks, pool, length, list(layers), ortho
+        self.first_layer = min(self.layers)
         d = vit.dim
         # Gram-Schmidt-initialised rows in the official code; values do not change the cost.
         self.p = nn.ParameterList([nn.Parameter(torch.randn(pool, length, d) * 0.02) for _ in layers])
@@ -471,6 +479,7 @@ class VQPrompt(CodaHarness):
     def __init__(self, vit, layers=(0, 1, 2, 3, 4), pool=10, length=8):
         super().__init__()
         self.layers, self.length = list(layers), length
+        self.first_layer = min(self.layers)
         self.vq = nn.ModuleList([VQ(vit.dim, pool, length) for _ in layers])
 
     def layer(self, l, q, B, train):
@@ -526,20 +535,42 @@ class DualPromptOriginal(CodaHarness):
 # A method on the backbone: query pass, prompted features, head, training loss
 # --------------------------------------------------------------------------
 class Prompted(nn.Module):
-    def __init__(self, vit, method, classes, mlp_hidden=0):
+    """query_depth: the blocks the query pass runs (all of them in the references). The blocks
+    before the first prompted one, up to the query depth, are the same in both passes when no
+    backbone parameter trains: computed once, as the framework's PromptedModel does."""
+
+    def __init__(self, vit, method, classes, mlp_hidden=0, query_depth=None):
         super().__init__()
         self.vit, self.method = vit, method
+        self.query_depth = vit.depth if query_depth is None else query_depth
+        frozen = not any(p.requires_grad for p in vit.parameters())
+        self.shared = min(method.first_layer, self.query_depth) if method.needs_query and frozen else 0
         layers = []
         for _ in range(mlp_hidden):
             layers += [nn.Linear(vit.dim, vit.dim), nn.ReLU()]
         self.head = nn.Sequential(*layers, nn.Linear(vit.dim, classes))
 
+    def query(self, x):
+        """norm(blocks[:query_depth](embed(x)))[:, 0] without gradient, and (the tokens after the
+        shared blocks, their number) for the prompted pass, or None when it shares none."""
+        with torch.no_grad():
+            h = self.vit.embed(x)
+            for blk in self.vit.blocks[:self.shared]:
+                h = blk(h)
+            t = h
+            for blk in self.vit.blocks[self.shared:self.query_depth]:
+                t = blk(t)
+            q = self.vit.norm(t)[:, 0]
+        return q, ((h, self.shared) if self.shared else None)
+
     def forward(self, x, train):
-        q = None
+        q, start = None, None
         if self.method.needs_query:
-            with torch.no_grad():
-                q = self.vit.forward_features(x)[:, 0]
-        feats, aux = self.method.features(self.vit, x, q, train)
+            q, start = self.query(x)
+        if start is None:
+            feats, aux = self.method.features(self.vit, x, q, train)
+        else:
+            feats, aux = self.method.features(self.vit, x, q, train, start=start)
         return self.head(feats), aux
 
 
@@ -564,7 +595,7 @@ def _numbered(name, prefix):
     return name.startswith(prefix) and name[len(prefix):].isdigit() and int(name[len(prefix):]) > 0
 
 
-def build(name, vit, tasks, classes, task):
+def build(name, vit, tasks, classes, task, query_depth=None):
     """(model, current-task-only training logits) for a method name of the framework."""
     per_task = classes // tasks
     mlp_hidden = 0
@@ -612,7 +643,7 @@ def build(name, vit, tasks, classes, task):
     else:
         raise SystemExit(f"error: method {name}: not implemented by the PyTorch peer")
     first, stop = (task * per_task, (task + 1) * per_task) if current_task else (0, (task + 1) * per_task)
-    return Prompted(vit, method, classes, mlp_hidden), first, stop
+    return Prompted(vit, method, classes, mlp_hidden, query_depth), first, stop
 
 
 def make_optimizer(args, model):
@@ -678,7 +709,9 @@ def measure(args):
         cuda_before = total - free
     torch.manual_seed(args.seed)
     vit = load_vit(args.checkpoint, args.heads, args.image_size)
-    model, first, stop = build(args.method, vit, args.tasks, args.classes, args.task)
+    if args.query_depth is not None and not 1 <= args.query_depth <= vit.depth:
+        raise SystemExit(f"error: --query-depth {args.query_depth}: must be between 1 and the backbone's {vit.depth} blocks")
+    model, first, stop = build(args.method, vit, args.tasks, args.classes, args.task, args.query_depth)
     model.to(device)
     opt, params = make_optimizer(args, model)
     per_task = args.classes // args.tasks
@@ -783,8 +816,7 @@ def profile(args, model, opt, params, images, labels, first, stop, device):
         x = images.to(device, non_blocking=True)
         mark()
         if model.method.needs_query:
-            with torch.no_grad():
-                model.vit.forward_features(x)
+            model.query(x)
         mark()
         logits, aux = model(x, True)
         mark()
@@ -910,6 +942,7 @@ def main(argv):
     parser.add_argument("--clip", type=float)
     parser.add_argument("--profile", action="store_true", help="phase times of the training step")
     parser.add_argument("--bf16", action="store_true", help="torch.autocast to bfloat16 around the forward passes and the loss")
+    parser.add_argument("--query-depth", type=int, help="blocks the query pass runs (default: all); methods without one ignore it")
     parser.add_argument("--profile-output", help="with --profile: torch.profiler's op table of one step")
     parser.add_argument("--count-flops", action="store_true", help="matmul FLOPs per image seen by the profiler")
     parser.add_argument("--size", type=int, default=2048, help="peak: matrix size")

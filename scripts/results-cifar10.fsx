@@ -33,6 +33,8 @@ type Options =
       Checkpoint: string
       Out: string
       Methods: string list
+      /// `prompting run --query-depth K` for every method (those without a query pass ignore it).
+      QueryDepth: int option
       Seeds: int list
       ImageSize: int
       TrainPerClass: int
@@ -46,6 +48,7 @@ let defaults =
       Checkpoint = Path.Combine(shared, "weights", "vit_tiny_patch16_224.augreg_in21k_ft_in1k.safetensors")
       Out = Path.Combine(root, "runs", "results-cifar10")
       Methods = defaultMethods
+      QueryDepth = None
       Seeds = [ 0; 1; 2 ]
       ImageSize = 96
       TrainPerClass = 60
@@ -58,7 +61,8 @@ let usage () =
     printfn "usage: dotnet fsi scripts/results-cifar10.fsx -- [options]"
     printfn "  --data PATH             CIFAR-10 (default %s)" defaults.Data
     printfn "  --checkpoint FILE       ViT-Ti/16 weights (default %s)" defaults.Checkpoint
-    printfn "  --out DIR               sweep directory, one run per method and seed (default runs/results-cifar10)"
+    printfn "  --out DIR               sweep directory, one run per method and seed (default runs/results-cifar10,"
+    printfn "                          runs/results-cifar10-qdK with --query-depth K)"
     printfn "  --methods A,B,...       (default %s)" (String.Join(",", defaults.Methods))
     printfn "  --seeds 0,1,2           (default 0,1,2)"
     printfn "  --image-size PX         (default %d)" defaults.ImageSize
@@ -66,6 +70,8 @@ let usage () =
     printfn "  --test-per-class N      (default %d)" defaults.TestPerClass
     printfn "  --epochs N              epochs per task for every method (default %d)" defaults.Epochs
     printfn "  --batch-size N          (default %d)" defaults.BatchSize
+    printfn "  --query-depth K         query after K blocks of the un-prompted backbone (default: all);"
+    printfn "                          passed to every run, methods without a query pass ignore it"
     printfn "  --markdown FILE         also write the table as Markdown (default OUT/results.md)"
 
 let parse (argv: string list) =
@@ -90,6 +96,7 @@ let parse (argv: string list) =
         | "--test-per-class" :: v :: rest -> go { o with TestPerClass = positive "test-per-class" v } rest
         | "--epochs" :: v :: rest -> go { o with Epochs = positive "epochs" v } rest
         | "--batch-size" :: v :: rest -> go { o with BatchSize = positive "batch-size" v } rest
+        | "--query-depth" :: v :: rest -> go { o with QueryDepth = Some(positive "query-depth" v) } rest
         | "--markdown" :: v :: rest -> go { o with Markdown = Some v } rest
         | [ flag ] when flag.StartsWith "--" -> Errors.fail "%s needs a value (see --help)" flag
         | other :: _ -> Errors.fail "unknown option %s (see --help)" other
@@ -97,10 +104,18 @@ let parse (argv: string list) =
     if not (File.Exists o.Data || Directory.Exists o.Data) then
         Errors.fail "%s: CIFAR-10 not found (expected ../shared/data/cifar10-jpeg.tar or --data)" o.Data
     if not (File.Exists o.Checkpoint) then Errors.fail "%s: checkpoint not found (--checkpoint)" o.Checkpoint
+    match o.QueryDepth with
+    | Some k ->
+        let depth = (Vit.Checkpoint.read o.Checkpoint None).Config.Depth
+        if k > depth then Errors.fail "--query-depth %d: must be between 1 and the checkpoint's %d blocks" k depth
+    | None -> ()
     if o.Methods.IsEmpty then Errors.fail "--methods: no method given"
     if o.Seeds.IsEmpty then Errors.fail "--seeds: no seed given"
     for m in o.Methods do Prompts.Methods.find m 5 |> ignore
-    o
+    // Runs with another query depth are other runs: they do not resume the default sweep's.
+    match o.QueryDepth with
+    | Some k when o.Out = defaults.Out -> { o with Out = sprintf "%s-qd%d" defaults.Out k }
+    | _ -> o
 
 let private cli = Path.Combine(root, "src", "Prompting.Cli", "bin", "Release", "net10.0", "prompting.dll")
 
@@ -120,6 +135,7 @@ let runArguments (o: Options) (methodName: string) (seed: int) (dir: string) =
       "--test-per-class"; string o.TestPerClass; "--epochs"; string o.Epochs; "--batch-size"; string o.BatchSize
       "--seed"; string seed; "--device"; "cpu"; "--out"; dir ]
     @ (if methodName = "joint" then [ "--scenario"; "joint" ] else [])
+    @ (match o.QueryDepth with Some k -> [ "--query-depth"; string k ] | None -> [])
 
 /// Runs one (method, seed) as a child process; its output goes to DIR/output.txt.
 let private runOne (o: Options) (methodName: string) (seed: int) =
@@ -183,9 +199,13 @@ let sweep (argv: string list) =
     let summaries = dirs |> List.map summaryOf
     let table = Report.markdownTable header (tableRows summaries)
     let command = "dotnet fsi scripts/results-cifar10.fsx -- " + String.Join(" ", argv)
+    let queryDepth =
+        match o.QueryDepth with
+        | Some k -> sprintf ", query after %d blocks (methods with a query pass)" k
+        | None -> ""
     let text =
-        sprintf "Split CIFAR-10, 5 tasks x 2 classes, class-incremental; ViT-Ti/16 %s at %d px; %d train / %d test images per class; %d epoch(s) per task, batch %d, each method's recipe (batch-scaled rates kept at their batch-%d value); seeds %s; CPU, %d threads.\n\n%s\nsweep wall time %s\n"
-            (Path.GetFileName o.Checkpoint) o.ImageSize o.TrainPerClass o.TestPerClass o.Epochs o.BatchSize referenceBatch
+        sprintf "Split CIFAR-10, 5 tasks x 2 classes, class-incremental; ViT-Ti/16 %s at %d px; %d train / %d test images per class; %d epoch(s) per task, batch %d, each method's recipe (batch-scaled rates kept at their batch-%d value)%s; seeds %s; CPU, %d threads.\n\n%s\nsweep wall time %s\n"
+            (Path.GetFileName o.Checkpoint) o.ImageSize o.TrainPerClass o.TestPerClass o.Epochs o.BatchSize referenceBatch queryDepth
             (String.Join(",", o.Seeds)) Environment.ProcessorCount table (Report.formatDuration clock.Elapsed.TotalSeconds)
     printfn "\n%s" text
     let markdown = o.Markdown |> Option.defaultValue (Path.Combine(o.Out, "results.md"))

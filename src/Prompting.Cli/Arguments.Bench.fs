@@ -25,6 +25,7 @@ type BenchArgs =
     | Profile
     | Bf16
     | Matmul_Size of n: int
+    | Query_Depth of blocks: int
     | Seed of seed: int
     | [<AltCommandLine("-o")>] Output of dir: string
     /// The child-process protocol: measure one method described by a request file.
@@ -54,6 +55,7 @@ type BenchArgs =
             | Profile -> "also time the phases of one training step (and write torch.profiler tables to --output)."
             | Bf16 -> "bfloat16 mixed precision on both sides: our frozen backbone in bf16, the peer under torch.autocast (for CUDA)."
             | Matmul_Size _ -> "side of the matrices of the matmul peak (default 2048 on the CPU, 8192 on CUDA)."
+            | Query_Depth _ -> "query from the un-prompted class token after this many blocks, 1 to the backbone's depth (default: all), on both sides; methods without a query pass are unaffected."
             | Seed _ -> "seed of prompt initialisation and random weights (default 0)."
             | Output _ -> "directory for bench.md, bench.json and bench.csv."
             | Child _ -> "internal: measure the request in this file (one method, our side)."

@@ -38,7 +38,8 @@ let options (args: ParseResults<BenchArgs>) : BenchOptions =
         Profile = args.Contains BenchArgs.Profile
         Seed = args.GetResult(BenchArgs.Seed, defaultValue = d.Seed)
         Bf16 = args.Contains BenchArgs.Bf16
-        MatmulSize = args.TryGetResult BenchArgs.Matmul_Size }
+        MatmulSize = args.TryGetResult BenchArgs.Matmul_Size
+        QueryDepth = args.TryGetResult BenchArgs.Query_Depth }
 
 let run (args: ParseResults<BenchArgs>) =
     match args.TryGetResult BenchArgs.Child, args.TryGetResult BenchArgs.Child_Output with

@@ -24,7 +24,8 @@ module MatmulOp =
 
 /// FLOPs per image of one method, split the way the bench reports them.
 type FlopCount =
-    { /// The un-prompted query pass (forward only, without gradients); 0 for query-free methods.
+    { /// The un-prompted query pass (forward only, without gradients): QueryDepth blocks less those
+      /// it shares with the prompted pass (counted there once); 0 for query-free methods.
       Query: int64
       /// The prompted forward pass, head and prompt sources included.
       Forward: int64
@@ -36,9 +37,10 @@ module FlopCount =
     let inference (c: FlopCount) = c.Query + c.Forward
 
 /// Analytic matmul FLOPs of the ViT plus a method's prompts, per image, as the computation is
-/// executed: the query pass when a source reads the query, the prompted forward, and a backward
-/// that follows autograd's rule (an operand's gradient is computed only when it requires grad):
-/// activation gradients wherever gradient flows, weight gradients only for trainable weights.
+/// executed: the query pass when a source reads the query (its QueryDepth blocks, those it shares
+/// with the prompted pass counted once), the prompted forward, and a backward that follows
+/// autograd's rule (an operand's gradient is computed only when it requires grad): activation
+/// gradients wherever gradient flows, weight gradients only for trainable weights.
 /// Elementwise work (norms, softmax, GELU, losses, the optimiser) is not counted, as is usual
 /// for model FLOP utilisation.
 module Flops =
@@ -107,10 +109,30 @@ module Flops =
         { Name = "patch_embed"; M = int64 (VitConfig.patchCount c); N = int64 c.Width
           K = int64 (c.InChannels * c.PatchSize * c.PatchSize); Count = 1L; LeftGrad = false; RightGrad = trainsWeights }
 
-    /// The un-prompted, gradient-free query pass (no head: the query is the final-norm CLS).
-    let queryOps (c: VitConfig) =
-        [ yield { patchEmbed c false with Name = "query.patch_embed" }
-          for l in 0 .. c.Depth - 1 do
+    /// Blocks of the un-prompted backbone the query pass runs: the method's QueryDepth, else all.
+    let queryDepth (c: VitConfig) (m: Method) = defaultArg m.QueryDepth c.Depth
+
+    /// Leading blocks the query pass and the prompted pass share, as PromptedModel shares them:
+    /// those before the first block a group or adapter touches, up to the query depth, when a
+    /// source reads the query and no backbone parameter trains.
+    let sharedBlocks (c: VitConfig) (m: Method) =
+        if not (needsQuery m) || m.Backbone <> Frozen then 0
+        else
+            let firstTouched =
+                if m.AdapterReduction.IsSome then 0
+                else m.Groups |> List.collect (PromptGroup.layers c.Depth) |> List.fold min c.Depth
+            min firstTouched (queryDepth c m)
+
+    /// The un-prompted, gradient-free query pass (no head: the query is the final-norm CLS) after
+    /// the blocks it shares with the prompted pass: those (and the patch embedding before them) are
+    /// computed once and counted in the prompted forward. Without sharing the query pass has its own
+    /// patch embedding, as the reference code computes it. Every block counts all its tokens, the
+    /// last one included (the hot path computes only the class token's row there; the count is the
+    /// reference computation's, so that work skipped shows as MFU, not as fewer FLOPs).
+    let queryOps (c: VitConfig) (m: Method) =
+        let shared = sharedBlocks c m
+        [ if shared = 0 then yield { patchEmbed c false with Name = "query.patch_embed" }
+          for l in shared .. queryDepth c m - 1 do
               for op in block c l (int64 (VitConfig.tokenCount c)) 0L false false false None do
                   yield { op with Name = "query." + op.Name; LeftGrad = false; RightGrad = false } ]
 
@@ -181,7 +203,7 @@ module Flops =
     /// FLOPs per image of a training step (training = true) or an inference pass.
     let count (c: VitConfig) (m: Method) (layout: TaskLayout) (task: int) (training: bool) =
         let executed = ops c m layout task training
-        let query = if needsQuery m then queryOps c |> List.sumBy MatmulOp.forward else 0L
+        let query = if needsQuery m then queryOps c m |> List.sumBy MatmulOp.forward else 0L
         { Query = query
           Forward = executed |> List.sumBy MatmulOp.forward
           Backward = if training then executed |> List.sumBy MatmulOp.backward else 0L }

@@ -35,7 +35,8 @@ module Ours =
     let cpuSeconds () = Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds
 
     /// Hand-timed phases of the trainer's step, for the profile: the same calls in the same order,
-    /// with the query pass also run alone (once more) to separate it from the prompted forward.
+    /// with the query pass (to the method's query depth, its shared blocks included) also run
+    /// alone (once more) to separate it from the prompted forward.
     let private phases (model: PromptedModel) (t: Training) (device: torch.Device) (r: MeasureRequest) (batch: Batch) (queried: bool) =
         let trainable = model.TrainableParameters()
         if trainable.IsEmpty then []
@@ -55,7 +56,7 @@ module Ours =
                     let x = Batches.pixels device batch
                     let y = torch.tensor(batch.Labels).``to`` device
                     let t0 = mark ()
-                    if queried then model.Backbone.Query x |> ignore
+                    if queried then model.Query x |> ignore
                     let t1 = mark ()
                     let output = model.Forward(x, true)
                     let t2 = mark ()
@@ -87,7 +88,8 @@ module Ours =
                 use _ = torch.zeros([| 1L |], device = device)
                 CudaMemory.usedBytes ()
             else None
-        let method = Methods.find r.Method r.Tasks
+        // The bench's --query-depth (validated by the parent); methods without a query pass ignore it.
+        let method = { Methods.find r.Method r.Tasks with QueryDepth = r.QueryDepth }
         let layout = TaskLayout.uniform r.Tasks r.Classes
         if r.Task < 0 || r.Task >= r.Tasks then Errors.fail "--task %d: must be in 0..%d" r.Task (r.Tasks - 1)
         torch.manual_seed (int64 r.Seed) |> ignore

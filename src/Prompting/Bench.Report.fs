@@ -86,9 +86,13 @@ module Report =
             match report.PeerMatmulPeakGflops, report.PeerLibrary with
             | Some p, Some lib -> sprintf "; peer %s, matmul peak %.1f GFLOP/s" lib p
             | _ -> "; no PyTorch peer"
-        sprintf "%s, %d threads, %s, %s at %d px, batch %d, task %d of %d (%d classes), warm-up %d, %d repeats x %d steps (medians); matmul peak %.1f GFLOP/s (libtorch)%s"
+        let queryDepth =
+            match report.QueryDepth with
+            | Some k -> sprintf ", query depth %d (methods with a query pass)" k
+            | None -> ""
+        sprintf "%s, %d threads, %s, %s at %d px, batch %d, task %d of %d (%d classes)%s, warm-up %d, %d repeats x %d steps (medians); matmul peak %.1f GFLOP/s (libtorch)%s"
             report.Device report.Threads report.Checkpoint report.Architecture report.ImageSize report.BatchSize report.Task report.Tasks report.Classes
-            report.Warmup report.Repeats report.Steps report.MatmulPeakGflops peer
+            queryDepth report.Warmup report.Repeats report.Steps report.MatmulPeakGflops peer
 
     /// A plain aligned table for the terminal.
     let text (report: BenchReport) =

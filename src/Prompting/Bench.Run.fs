@@ -38,7 +38,9 @@ type BenchOptions =
       /// bfloat16 mixed precision on both sides (meant for CUDA).
       Bf16: bool
       /// Side of the square matrices of the matmul peak (default 2048 on the CPU, 8192 on CUDA).
-      MatmulSize: int option }
+      MatmulSize: int option
+      /// Blocks the query pass of every method with one runs (QueryDepth); None: all of them.
+      QueryDepth: int option }
 
 /// How a measurement child is started: the parent's own program for our side.
 type ChildLauncher = string list -> ProcessStartInfo
@@ -71,7 +73,8 @@ module BenchOptions =
           Profile = false
           Seed = 0
           Bf16 = false
-          MatmulSize = None }
+          MatmulSize = None
+          QueryDepth = None }
 
     /// Everything that can be checked before any work: one-line errors naming the option.
     let validate (o: BenchOptions) =
@@ -90,6 +93,15 @@ module BenchOptions =
         for m in o.Methods do Methods.find m o.Tasks |> ignore
         o.Checkpoint |> Option.iter (fun p -> if not (File.Exists p) then Errors.fail "%s: checkpoint not found" p)
         if o.Checkpoint.IsNone then VitConfig.preset o.Arch |> ignore
+        o.QueryDepth
+        |> Option.iter (fun k ->
+            if k < 1 then Errors.fail "--query-depth %d: must be between 1 and the backbone's depth" k
+            // The preset's depth is also that of ../shared's ViT-Ti, used only for vit-tiny.
+            let depth =
+                match o.Checkpoint with
+                | Some path -> (Checkpoint.read path o.Heads).Config.Depth
+                | None -> (VitConfig.preset o.Arch).Depth
+            if k > depth then Errors.fail "--query-depth %d: must be between 1 and the backbone's %d blocks" k depth)
         let device = o.Device.Trim().ToLowerInvariant()
         if device <> "cpu" && device <> "cuda" && not (device.StartsWith "cuda:") then
             Errors.fail "--device %s: expected cpu or cuda[:N]" o.Device
@@ -135,6 +147,9 @@ module BenchRun =
           yield! [ "--seed"; string r.Seed; "--output"; output ]
           yield! peerOptimizer (Ours.training r methodName)
           if r.Bf16 then yield "--bf16"
+          match r.QueryDepth with
+          | Some k -> yield! [ "--query-depth"; string k ]
+          | None -> ()
           if r.Profile then
               yield "--profile"
               match profileOutput with
@@ -281,6 +296,7 @@ module BenchRun =
                   Tasks = o.Tasks
                   Classes = o.Classes
                   Task = o.Task
+                  QueryDepth = o.QueryDepth
                   MatmulPeakGflops = peak
                   PeerMatmulPeakGflops = peerPeakGflops
                   PeerLibrary = peerLibrary
@@ -288,12 +304,12 @@ module BenchRun =
             let finished = ResizeArray<BenchRow>()
             let rows =
                 [ for i, name in List.indexed o.Methods ->
-                      let methodValue = Methods.find name o.Tasks
+                      let methodValue = { Methods.find name o.Tasks with QueryDepth = o.QueryDepth }
                       let request =
                           { Method = methodValue.Name; Checkpoint = checkpoint; Heads = config.Heads; ImageSize = imageSize
                             BatchSize = o.BatchSize; Threads = o.Threads; Warmup = o.Warmup; Steps = o.Steps; Repeats = o.Repeats
                             Device = o.Device; Tasks = o.Tasks; Classes = o.Classes; Task = o.Task; Profile = o.Profile; Seed = o.Seed
-                            Bf16 = o.Bf16 }
+                            Bf16 = o.Bf16; QueryDepth = o.QueryDepth }
                       let ours () = measureOurs launch temp request
                       let theirs () =
                           match peer with

@@ -24,7 +24,10 @@ type MeasureRequest =
       Seed: int
       /// Mixed precision: the frozen backbone in bfloat16 (ours: the engine's --bf16; the peer:
       /// torch.autocast to bfloat16 around the forward passes and the loss).
-      Bf16: bool }
+      Bf16: bool
+      /// Blocks the query pass runs (the method's QueryDepth); None: all of them. Methods without
+      /// a query pass ignore it.
+      QueryDepth: int option }
 
 /// One timed phase of a training step: the median over the profiled steps.
 type Phase = { Name: string; Milliseconds: float }
@@ -97,6 +100,8 @@ type BenchReport =
       Tasks: int
       Classes: int
       Task: int
+      /// The query depth every method with a query pass ran with; None: the whole backbone.
+      QueryDepth: int option
       /// Best float32 matmul GFLOP/s measured by our side (libtorch) in this run.
       MatmulPeakGflops: float
       /// The same measured by the peer (its BLAS), when it ran.

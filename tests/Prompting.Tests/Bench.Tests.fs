@@ -17,6 +17,8 @@ open Prompting.Tests.TestSupport
 
 /// Image 16, patch 8 (4 patches, 5 tokens), width 8, 2 heads (hd 4), MLP 32, depth 2; C·p² = 192.
 let private tiny = VitConfig.custom 16 8 2 8 2 0
+/// The same blocks, depth 4.
+let private tiny4 = VitConfig.custom 16 8 4 8 2 0
 /// Two tasks of two classes: the head has 4 outputs.
 let private tinyLayout = TaskLayout.uniform 2 4
 
@@ -25,6 +27,11 @@ let private prefixGroup source =
       Init = Uniform(0.0, 1.0); Dropout = 0.0 }
 
 let private withGroups name groups = { Methods.linear with Name = name; Groups = groups }
+
+/// A keyed pool of `size` entries choosing one.
+let private keyedPool size =
+    Keyed { PoolSize = size; TopK = 1; KeysPerLayer = false; BatchwiseSelection = false; TrainWithTaskId = false
+            CopyPreviousAtTaskStart = false; PullLoss = NegativeCosine; PullWeight = 0.1 }
 
 let private python = "/usr/bin/python3"
 let private peerScript = Path.Combine(root, "bench", "peer.py")
@@ -54,14 +61,16 @@ let private runPeer (args: string list) =
 let private depth5 = fixture "vit_depth5.safetensors"
 let private depth5Config = VitConfig.custom 32 8 5 32 2 0
 
-let private peerFlops (methodName: string) =
+let private peerFlopsWith (extra: string list) (methodName: string) =
     let out = Path.Combine(tempDir (), "flops.json")
     let code, output =
-        runPeer [ "measure"; "--method"; methodName; "--checkpoint"; depth5; "--heads"; "2"; "--image-size"; "32"; "--batch-size"; "4"
-                  "--threads"; "1"; "--repeats"; "1"; "--count-flops"; "--output"; out ]
+        runPeer ([ "measure"; "--method"; methodName; "--checkpoint"; depth5; "--heads"; "2"; "--image-size"; "32"; "--batch-size"; "4"
+                   "--threads"; "1"; "--repeats"; "1"; "--count-flops"; "--output"; out ] @ extra)
     Expect.equal code 0 output
     use doc = Text.Json.JsonDocument.Parse(File.ReadAllText out)
     doc.RootElement.GetProperty("ProfiledTrainFlops").GetInt64(), doc.RootElement.GetProperty("ProfiledInferFlops").GetInt64()
+
+let private peerFlops = peerFlopsWith []
 
 let private side name (train: float list) (infer: float list) rss : SideResult =
     { Side = name; Method = "l2p"; TrainSeconds = train; InferSeconds = infer; TrainCpuSeconds = train |> List.map ((*) 2.0)
@@ -72,7 +81,7 @@ let private side name (train: float list) (infer: float list) rss : SideResult =
 let private reportOf (rows: BenchRow list) : BenchReport =
     { Date = "2026-01-01 00:00 UTC"; Commit = Some "abc1234"; Device = "CPU"; Threads = 2; Checkpoint = "w.safetensors"
       Architecture = "ViT"; ImageSize = 224; BatchSize = 32; Warmup = 1; Steps = 1; Repeats = 3; Tasks = 10; Classes = 100; Task = 0
-      MatmulPeakGflops = 50.0; PeerMatmulPeakGflops = Some 40.0; PeerLibrary = Some "PyTorch 1.13"; Rows = rows }
+      QueryDepth = None; MatmulPeakGflops = 50.0; PeerMatmulPeakGflops = Some 40.0; PeerLibrary = Some "PyTorch 1.13"; Rows = rows }
 
 [<Tests>]
 let tests =
@@ -138,6 +147,49 @@ let tests =
               Expect.equal full.Forward frozen.Forward "same forward"
           }
 
+          test "FLOPs with a query depth by hand: the query pass runs K blocks, the prompted pass is unchanged" {
+              // Depth 4, the same blocks as above (8480 each); a keyed prefix at block 0 shares nothing.
+              let keyed = withGroups "keyed" [ prefixGroup (keyedPool 3) ]
+              let full = Flops.count tiny4 keyed tinyLayout 0 true
+              Expect.equal full.Query (12288L + 4L * 8480L) "default: patch embedding and all 4 blocks (46208)"
+              for k, expected in [ 1, 12288L + 8480L; 3, 12288L + 3L * 8480L; 4, 12288L + 4L * 8480L ] do
+                  let f = Flops.count tiny4 { keyed with QueryDepth = Some k } tinyLayout 0 true
+                  // the last query block counts all 5 tokens, as the reference computes it
+                  Expect.equal f.Query expected (sprintf "query depth %d: patch embedding and %d blocks" k k)
+                  Expect.equal f.Forward full.Forward (sprintf "query depth %d: same prompted forward" k)
+                  Expect.equal f.Backward full.Backward (sprintf "query depth %d: same backward" k)
+              // Without a query pass the depth changes nothing.
+              let linear = Flops.count tiny4 Methods.linear tinyLayout 0 true
+              Expect.equal (Flops.count tiny4 { Methods.linear with QueryDepth = Some 1 } tinyLayout 0 true) linear "linear"
+              Expect.equal linear.Query 0L "no query pass"
+          }
+
+          test "FLOPs of blocks both passes share are counted once" {
+              // A keyed prefix (pool 3, one chosen, 2 key/value tokens) at block 2 only, depth 4: the
+              // frozen blocks 0 and 1 (and the patch embedding) are the same in both passes.
+              let late = withGroups "late" [ { prefixGroup (keyedPool 3) with Layers = Only [ 2 ] } ]
+              // Prompted forward: patches 12288, blocks 0, 1, 3 at 8480, block 2 with 2 prefix keys
+              // (q·kᵀ = attn·v = 2·2·5·7·4 = 560: 1920 + 560 + 560 + 640 + 2560 + 2560 = 8800),
+              // cos(q, keys) 2·8·3 = 48, head 2·8·4 = 64.
+              let forward = 12288L + 3L * 8480L + 8800L + 48L + 64L
+              Expect.equal forward 46640L "prompted forward"
+              // Backward: block 2 as the prefix at block 0 above (560 + 1120 + 640 + 2560 + 2560 = 7440),
+              // block 3 every activation gradient (9280), head weight and input (128), keys (48).
+              let backward = 7440L + 9280L + 128L + 48L
+              // query depth → shared blocks min(2, K) → query blocks after them, no patch embedding
+              for k, query in [ None, 2L * 8480L; Some 4, 2L * 8480L; Some 3, 8480L; Some 2, 0L; Some 1, 0L ] do
+                  let f = Flops.count tiny4 { late with QueryDepth = k } tinyLayout 0 true
+                  let what = sprintf "query depth %A" k
+                  Expect.equal f.Query query (what + ": query blocks beyond the shared ones")
+                  Expect.equal f.Forward forward (what + ": forward")
+                  Expect.equal f.Backward backward (what + ": backward")
+                  Expect.equal (FlopCount.training f) (query + forward + backward) (what + ": each block once")
+              // Nothing is shared when a backbone parameter trains or an adapter touches block 0:
+              // the query pass has its own patch embedding and its 3 blocks.
+              for m in [ { late with QueryDepth = Some 3; Backbone = BiasTerms }; { late with QueryDepth = Some 3; AdapterReduction = Some 2 } ] do
+                  Expect.equal (Flops.count tiny4 m tinyLayout 0 true).Query (12288L + 3L * 8480L) (sprintf "%A, adapter %A" m.Backbone m.AdapterReduction)
+          }
+
           test "FLOPs agree with the profiler's count of the peer's executed products" {
               requirePeer ()
               let layout = TaskLayout.uniform 10 100
@@ -156,6 +208,38 @@ let tests =
                       | _ -> 0L
                   Expect.equal (FlopCount.training f - train) expectedDifference (sprintf "%s: training FLOPs/img" name)
                   Expect.equal (FlopCount.inference f) infer (sprintf "%s: inference FLOPs/img" name)
+          }
+
+          test "the peer's query pass runs --query-depth blocks, as the analytic count has it" {
+              requirePeer ()
+              let layout = TaskLayout.uniform 10 100
+              // depth5: 32 px, patch 8 (16 patches, 17 tokens), width 32, 2 heads, MLP 128. One
+              // un-prompted block: qkv 2·17·96·32 = 104448, q·kᵀ = attn·v = 2·17·17·32 = 18496,
+              // proj 2·17·32·32 = 34816, fc1 = fc2 = 2·17·128·32 = 139264; patch embedding 2·16·192·32.
+              let block = 104448L + 2L * 18496L + 34816L + 2L * 139264L
+              Expect.equal block 454784L "block"
+              for name in [ "l2p"; "dualprompt"; "coda-prompt"; "vpt-deep-pool" ] do
+                  let fullTrain, fullInfer = peerFlops name
+                  let train, infer = peerFlopsWith [ "--query-depth"; "2" ] name
+                  // Every one of these prompts block 0, so nothing is shared: 3 query blocks fewer.
+                  Expect.equal (fullInfer - infer) (3L * block) (sprintf "%s: inference, 3 blocks fewer" name)
+                  Expect.equal (fullTrain - train) (3L * block) (sprintf "%s: training, 3 blocks fewer" name)
+                  let f = Flops.count depth5Config { Methods.find name 10 with QueryDepth = Some 2 } layout 0 true
+                  Expect.equal f.Query (2L * 16L * 192L * 32L + 2L * block) (sprintf "%s: our query count" name)
+                  Expect.equal (FlopCount.inference f) infer (sprintf "%s: inference FLOPs/img" name)
+                  let pull = if name = "l2p" then 2L * 32L * 10L else 0L
+                  Expect.equal (FlopCount.training f - train) pull (sprintf "%s: training FLOPs/img" name)
+              // Methods without a query pass ignore it.
+              Expect.equal (peerFlopsWith [ "--query-depth"; "1" ] "linear") (peerFlops "linear") "linear"
+          }
+
+          test "the peer refuses a query depth outside the backbone in one line" {
+              requirePeer ()
+              let code, output =
+                  runPeer [ "measure"; "--method"; "l2p"; "--checkpoint"; depth5; "--heads"; "2"; "--image-size"; "32"; "--query-depth"; "6"
+                            "--output"; Path.Combine(tempDir (), "x.json") ]
+              Expect.equal code 1 output
+              expectMessage (output.Trim()) [ "--query-depth 6"; "5 blocks" ] "peer"
           }
 
           test "median, throughput and ratio" {
@@ -217,6 +301,8 @@ let tests =
                     Report.row "linear" flops 50.0 (Ok ours) (Error "no PyTorch") ]
               let report = reportOf rows
               let text = Report.text report
+              Expect.isFalse (text.Contains "query depth") "no query depth by default"
+              Expect.stringContains (Report.markdown { report with QueryDepth = Some 3 }) "query depth 3" "the header states the query depth"
               Expect.stringContains text "2.00x" "train ratio 16 / 8"
               Expect.stringContains text "4.00x" "inference ratio 32 / 8"
               Expect.stringContains text "500 / 600" "peak RSS in MiB"
@@ -242,20 +328,25 @@ let tests =
           test "the peer receives the method's recipe" {
               let request method : MeasureRequest =
                   { Method = method; Checkpoint = "w"; Heads = 3; ImageSize = 224; BatchSize = 32; Threads = 2; Warmup = 1; Steps = 1
-                    Repeats = 3; Device = "cpu"; Tasks = 10; Classes = 100; Task = 0; Profile = false; Seed = 0; Bf16 = false }
+                    Repeats = 3; Device = "cpu"; Tasks = 10; Classes = 100; Task = 0; Profile = false; Seed = 0; Bf16 = false
+                    QueryDepth = None }
               let args m = BenchRun.peerArguments "peer.py" (request m) "out.json" None |> String.concat " "
               // L2P: Adam 0.03 × 32 / 256, clipping at 1.
               Expect.stringContains (args "l2p") "--optimizer adam --lr 0.00375 --weight-decay 0 --clip 1" "l2p"
               Expect.stringContains (args "vq-prompt") "--optimizer adamw --lr 0.0125 --weight-decay 0 --head-lr 0.0025" "vq-prompt"
               Expect.stringContains (args "vpt-deep") "--optimizer sgd --momentum 0.9" "vpt"
               Expect.stringContains (args "L2P") "--method l2p" "canonical method name"
+              Expect.isFalse ((args "l2p").Contains "--query-depth") "no query depth by default"
+              let deep = BenchRun.peerArguments "peer.py" { request "l2p" with QueryDepth = Some 3 } "out.json" None |> String.concat " "
+              Expect.stringContains deep "--query-depth 3" "the query depth reaches the peer"
           }
 
           test "the child protocol: one method measured in a fresh process" {
               let dir = tempDir ()
               let request : MeasureRequest =
                   { Method = "dualprompt"; Checkpoint = depth5; Heads = 2; ImageSize = 32; BatchSize = 4; Threads = 1; Warmup = 1
-                    Steps = 2; Repeats = 3; Device = "cpu"; Tasks = 10; Classes = 100; Task = 0; Profile = true; Seed = 0; Bf16 = false }
+                    Steps = 2; Repeats = 3; Device = "cpu"; Tasks = 10; Classes = 100; Task = 0; Profile = true; Seed = 0; Bf16 = false
+                    QueryDepth = None }
               let requestPath = Path.Combine(dir, "request.json")
               File.WriteAllText(requestPath, Json.serialize request)
               let resultPath = Path.Combine(dir, "result.json")
@@ -291,7 +382,11 @@ let tests =
                     [ "--device"; "tpu" ], [ "--device tpu" ]
                     [ "--task"; "10" ], [ "--task 10"; "0..9" ]
                     [ "--arch"; "vit-huge" ], [ "vit-huge"; "unknown preset" ]
-                    [ "--classes"; "5" ], [ "--classes 5" ] ]
+                    [ "--classes"; "5" ], [ "--classes 5" ]
+                    [ "--query-depth"; "0" ], [ "--query-depth 0"; "between 1" ]
+                    // the default weights are ViT-Ti (../shared or random vit-tiny): 12 blocks
+                    [ "--query-depth"; "13" ], [ "--query-depth 13"; "12 blocks" ]
+                    [ "--checkpoint"; depth5; "--heads"; "2"; "--query-depth"; "6" ], [ "--query-depth 6"; "5 blocks" ] ]
               for args, fragments in cases do
                   let code, _, err = Cli.runCli ("bench" :: "--no-peer" :: args)
                   Expect.equal code 1 (sprintf "%A: exit code (%s)" args err)
@@ -347,4 +442,24 @@ let tests =
                   if pythonHasTorch.Value then
                       Expect.isTrue (r.PeerTrainImagesPerSecond > 0.0) (sprintf "%s: the peer trained (%A)" r.Method r.PeerError)
               Expect.isGreaterThan report.MatmulPeakGflops 0.0 "matmul peak"
+          }
+
+          test "prompting bench --query-depth: the report, the FLOPs and the profile follow it" {
+              let dir = tempDir ()
+              let code, out, err =
+                  Cli.runCli [ "bench"; "--no-peer"; "--checkpoint"; depth5; "--heads"; "2"; "--batch-size"; "2"; "--threads"; "1"
+                               "--repeats"; "1"; "--methods"; "l2p"; "linear"; "--query-depth"; "2"; "--profile"; "--matmul-size"; "128"
+                               "--output"; dir ]
+              Expect.equal code 0 (out + err)
+              Expect.stringContains out "query depth 2" "the header on the terminal"
+              Expect.stringContains (File.ReadAllText(Path.Combine(dir, "bench.md"))) "query depth 2" "the header in bench.md"
+              let report = Json.deserialize<BenchReport> "bench.json" (File.ReadAllText(Path.Combine(dir, "bench.json")))
+              Expect.equal report.QueryDepth (Some 2) "recorded"
+              let row name = report.Rows |> List.find (fun r -> r.Method = name)
+              // patch embedding 2·16·192·32 = 196608 and 2 blocks of 454784 (see the peer test above)
+              Expect.equal (row "l2p").Flops.Query (196608L + 2L * 454784L) "l2p: a query pass of 2 blocks"
+              Expect.equal (row "linear").Flops.Query 0L "linear: no query pass"
+              for r in report.Rows do
+                  Expect.isTrue (r.OursTrainImagesPerSecond > 0.0) (sprintf "%s: ours trained (%A)" r.Method r.OursError)
+              Expect.equal ((row "l2p").Ours.Value.Phases |> List.map (fun p -> p.Name) |> List.item 1) "query pass" "profiled"
           } ]

@@ -3,7 +3,9 @@ module Prompting.Tests.Scripts
 
 open System.Diagnostics
 open System.IO
+open System.Text.Json
 open Expecto
+open Prompting.Data
 open Prompting.Tests.Fixtures
 
 /// A single-folder ImageNet-R-like tree: `classes` class directories of `perClass` BMP images.
@@ -54,4 +56,39 @@ let tests =
                                "--batch-size"; "4"; "--device"; "cpu"; "--out"; out ]
               Expect.equal code 0 (stdout + err)
               Expect.isTrue (File.Exists(Path.Combine(out, "report.html"))) "report.html written"
+          }
+
+          test "results-cifar10.fsx passes --query-depth to every run and states it" {
+              let dir = tempDir ()
+              // A CIFAR-10 of one image per class in each training batch (5 per class) and in the test batch.
+              let data = Path.Combine(dir, "cifar10")
+              Directory.CreateDirectory data |> ignore
+              let records = [ for c in 0..9 -> c, Prompting.Tests.Data.cifarPixels c ]
+              for f in Cifar.trainFiles Cifar.Cifar10 @ Cifar.testFiles Cifar.Cifar10 do
+                  File.WriteAllBytes(Path.Combine(data, f), Cifar.encode Cifar.Cifar10 records)
+              Prompting.Tests.Data.writeText (Path.Combine(data, Cifar.metaFile Cifar.Cifar10)) Prompting.Tests.Data.cifar10Names
+              let script = Path.Combine(root, "scripts", "results-cifar10.fsx")
+              let runScript (extra: string list) =
+                  let out = Path.Combine(dir, "sweep")
+                  let args =
+                      [ "fsi"; script; "--"; "--data"; data; "--checkpoint"; fixture "vit_depth5.safetensors"; "--out"; out
+                        "--methods"; "l2p,simplecil"; "--seeds"; "0"; "--image-size"; "32"; "--train-per-class"; "2"
+                        "--test-per-class"; "1"; "--epochs"; "1"; "--batch-size"; "4" ] @ extra
+                  let psi = ProcessStartInfo("dotnet", args, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+                  use p = Process.Start psi
+                  let err = p.StandardError.ReadToEndAsync()
+                  let stdout = p.StandardOutput.ReadToEnd()
+                  p.WaitForExit()
+                  p.ExitCode, stdout, err.Result, out
+              let code, _, err, _ = runScript [ "--query-depth"; "6" ]
+              Expect.equal code 1 err
+              TestSupport.expectMessage (err.Trim()) [ "--query-depth 6"; "5 blocks" ] "a depth beyond the checkpoint's"
+              let code, stdout, err, out = runScript [ "--query-depth"; "2" ]
+              Expect.equal code 0 (stdout + err)
+              Expect.stringContains stdout "query after 2 blocks" "the printed description"
+              Expect.stringContains (File.ReadAllText(Path.Combine(out, "results.md"))) "query after 2 blocks" "results.md"
+              for m in [ "l2p"; "simplecil" ] do
+                  use config = JsonDocument.Parse(File.ReadAllText(Path.Combine(out, sprintf "%s-s0" m, "config.json")))
+                  let recorded = config.RootElement.GetProperty("Config").GetProperty("Method").GetProperty("QueryDepth")
+                  Expect.equal (recorded.GetInt32()) 2 (sprintf "%s: prompting run got --query-depth 2" m)
           } ]
