@@ -119,8 +119,7 @@ module Pretraining =
             reporter.Status(sprintf "epoch %d/%d · loss %.4f" (epoch + 1) c.Epochs mean)
             reporter.Message(sprintf "pretraining epoch %d/%d: loss %.4f" (epoch + 1) c.Epochs mean)
         mae.eval ()
-        // By timm's names in timm's order: once the encoder sits inside another module, TorchSharp's
-        // reflection also lists its submodules under their F# field names (patchEmbed.*).
+        // By timm's names in timm's order (the checkpoint writer's key order).
         let state = mae.Encoder.state_dict ()
         let tensors = [ for name, _ in Checkpoint.expectedShapes c.Encoder -> name, HostTensor.ofTensor state[name] ]
         { Tensors = tensors; EpochLosses = List.ofSeq losses; Seconds = clock.Elapsed.TotalSeconds }

@@ -185,7 +185,9 @@ type Block(width: int, heads: int, hidden: int) as this =
 type VisionTransformer(config: VitConfig) as this =
     inherit torch.nn.Module<torch.Tensor, torch.Tensor>("VisionTransformer")
     let c = VitConfig.validate config
-    let patchEmbed = new PatchEmbed(c.InChannels, c.Width, c.PatchSize)
+    // Named as registered: once this model is nested in another module, TorchSharp's reflection
+    // also registers module-typed fields under their field names, which would list it twice.
+    let patch_embed = new PatchEmbed(c.InChannels, c.Width, c.PatchSize)
     let clsToken = torch.nn.Parameter(torch.zeros (1L, 1L, int64 c.Width))
     let posEmbed = torch.nn.Parameter(torch.zeros (1L, int64 (VitConfig.tokenCount c), int64 c.Width))
     let blocks =
@@ -194,7 +196,7 @@ type VisionTransformer(config: VitConfig) as this =
     let head: torch.nn.Module<torch.Tensor, torch.Tensor> =
         if c.Classes > 0 then torch.nn.Linear(int64 c.Width, int64 c.Classes) else torch.nn.Identity()
     do
-        this.register_module ("patch_embed", patchEmbed)
+        this.register_module ("patch_embed", patch_embed)
         this.register_parameter ("cls_token", clsToken)
         this.register_parameter ("pos_embed", posEmbed)
         this.register_module ("blocks", blocks)
@@ -226,7 +228,7 @@ type VisionTransformer(config: VitConfig) as this =
     /// Patch tokens with the class token prepended and position embeddings added: (B, 1+G², D).
     member this.Embed(images: torch.Tensor) =
         this.CheckImages images
-        use patches = patchEmbed.forward images
+        use patches = patch_embed.forward images
         use cls = this.ClassToken.expand (images.shape[0], -1L, -1L)
         use tokens = torch.cat ([| cls; patches |], 1L)
         tokens + this.PositionEmbedding

@@ -54,6 +54,13 @@ let private manualAttention (model: VisionTransformer) (x: torch.Tensor) (prefix
     let attended = torch.bmm(weights, v.reshape (-1L, v.shape[2], hd)).reshape (bsz, heads, n, hd)
     torch.nn.functional.linear (attended.permute(0L, 2L, 1L, 3L).reshape (bsz, n, int64 c.Width), pw, pb)
 
+/// A module holding a ViT, as the prompted model and the MAE pretrainer do.
+type private NestedVit(config: VitConfig) as this =
+    inherit torch.nn.Module<torch.Tensor, torch.Tensor>("NestedVit")
+    let inner = new VisionTransformer(config)
+    do this.register_module ("inner", inner)
+    override _.forward x = inner.forward x
+
 [<Tests>]
 let tests =
     testList
@@ -66,6 +73,14 @@ let tests =
               let actual = [ for KeyValue(k, v) in model.state_dict () -> k, v.shape ] |> Map.ofList
               let expected = Checkpoint.expectedShapes config |> Map.ofList
               Expect.equal actual expected "names and shapes"
+          }
+
+          test "nested in another module, the model's state keeps timm's names once each" {
+              let config = VitConfig.custom 32 8 3 48 3 7
+              use outer = new NestedVit(config)
+              let actual = [ for KeyValue(k, v) in outer.state_dict () -> k, v.shape ] |> Map.ofList
+              let expected = Checkpoint.expectedShapes config |> List.map (fun (k, s) -> "inner." + k, s) |> Map.ofList
+              Expect.equal actual expected "names and shapes under the outer module"
           }
 
           test "preset parameter counts are timm's" {
