@@ -216,6 +216,16 @@ module BenchRun =
             Some(doc.RootElement.GetProperty("MatmulPeakGflops").GetDouble()), Some(doc.RootElement.GetProperty("Library").GetString())
         | _ -> None, None
 
+    /// A warning when the peer's BLAS is far below libtorch's: Debian's PyTorch without
+    /// libopenblas0-pthread falls back to the reference BLAS (about 50 times slower), and ratios
+    /// against it would say nothing about our code.
+    let peerBlasWarning (oursGflops: float) (peerGflops: float) =
+        if peerGflops < 0.25 * oursGflops then
+            Some(
+                sprintf "warning: the peer's matmul peak (%.1f GFLOP/s) is %.0f%% of libtorch's (%.1f); its BLAS is not an optimised one (on Debian: apt-get install libopenblas0-pthread), so the ratios below overstate ours"
+                    peerGflops (100.0 * peerGflops / oursGflops) oursGflops)
+        else None
+
     let private commitOf (root: string option) =
         match root with
         | None -> None
@@ -276,6 +286,7 @@ module BenchRun =
                 | Ok s -> peerPeak o.Python s temp o.Threads o.Device matmulSize
                 | Error _ -> None, None
             peerPeakGflops |> Option.iter (fun p -> log (sprintf "matmul peak (%s): %.1f GFLOP/s" (defaultArg peerLibrary "PyTorch") p))
+            peerPeakGflops |> Option.bind (peerBlasWarning peak) |> Option.iter log
             match peer with
             | Error why -> log (sprintf "no PyTorch peer: %s" why)
             | Ok _ -> ()

@@ -87,7 +87,18 @@ let private reportOf (rows: BenchRow list) : BenchReport =
 let tests =
     testList
         "bench"
-        [ // Every number below is written out from the shapes: 2·M·N·K per product.
+        [ test "a peer BLAS far below libtorch's is called out, a comparable one is not" {
+              // 5 GFLOP/s is what Debian's reference BLAS gives where OpenBLAS gives ~200.
+              match BenchRun.peerBlasWarning 216.0 5.0 with
+              | Some text ->
+                  Expect.stringContains text "libopenblas0-pthread" "names the package"
+                  Expect.stringContains text "2%" "says how far below"
+              | None -> failtest "no warning for a peer at 2% of our peak"
+              Expect.isNone (BenchRun.peerBlasWarning 216.0 197.8) "OpenBLAS at 92% of ours"
+              Expect.isNone (BenchRun.peerBlasWarning 55.0 69.0) "a peer faster than ours"
+          }
+
+          // Every number below is written out from the shapes: 2·M·N·K per product.
           test "FLOPs of a linear probe by hand" {
               let f = Flops.count tiny Methods.linear tinyLayout 0 true
               // patch embedding 2·4·8·192 = 12288; a block of 5 tokens: qkv 2·5·24·8 = 1920,
