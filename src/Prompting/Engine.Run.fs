@@ -106,11 +106,11 @@ module Run =
     let private seedFor (config: RunConfig) (task: int) (epoch: int) =
         int64 config.Seed * 1_000_003L + int64 task * 1_009L + int64 epoch
 
-    /// Losses per task, per epoch: epoch 0 opens the task's list, later epochs extend it.
     /// This process's peak RSS so far, never below what earlier sessions of the run recorded.
     let private peakMemory (progress: RunProgress) =
         max progress.PeakMemoryBytes (Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64)
 
+    /// Losses per task, per epoch: epoch 0 opens the task's list, later epochs extend it.
     let private appendLoss (losses: float list list) (epoch: int) (loss: float) =
         match epoch, List.rev losses with
         | 0, _

@@ -193,6 +193,8 @@ type VisionTransformer(config: VitConfig) as this =
     let blocks =
         torch.nn.ModuleList<Block>([| for _ in 1 .. c.Depth -> new Block(c.Width, c.Heads, c.MlpHidden) |])
     let norm = torch.nn.LayerNorm([| int64 c.Width |], eps = 1e-6)
+    /// The class token's row: all the head (and the query) reads of the last block.
+    let classRow = { Start = 0L; Count = 1L }
     let head: torch.nn.Module<torch.Tensor, torch.Tensor> =
         if c.Classes > 0 then torch.nn.Linear(int64 c.Width, int64 c.Classes) else torch.nn.Identity()
     do
@@ -276,26 +278,22 @@ type VisionTransformer(config: VitConfig) as this =
     /// The final-norm class token (B, D) with the last block computed for that token only.
     member this.ClassFeatures(images: torch.Tensor) =
         use tokens = this.Embed images
-        use cls = this.ForwardFrom(tokens, 0, None, Some(fun () -> { Start = 0L; Count = 1L }))
+        use cls = this.ForwardFrom(tokens, 0, None, Some(fun () -> classRow))
         cls.select (1, 0L)
 
     /// The un-prompted class token after `depth` blocks through the final norm (B, D), from tokens
     /// that have already been through blocks [0, first): computed in inference mode with nothing
     /// kept for backward, the last block for the class token only. The result is an ordinary
     /// tensor without gradient (inference tensors cannot be saved for a later backward).
-    member _.QueryFrom(tokens: torch.Tensor, first: int, depth: int) =
+    member this.QueryFrom(tokens: torch.Tensor, first: int, depth: int) =
         if depth < 1 || depth > c.Depth || first > depth then
             invalidArg "depth" (sprintf "query after %d blocks (from block %d) outside 1..%d" depth first c.Depth)
         let cls =
             use _ = torch.inference_mode ()
-            let mutable x = tokens.narrow (1, 0L, (if first = depth then 1L else tokens.shape[1]))
-            for i in first .. depth - 1 do
-                let rows = if i = depth - 1 then Some { Start = 0L; Count = 1L } else None
-                let next = blocks[i].Forward(x, None, None, rows)
-                x.Dispose()
-                x <- next
+            use x =
+                if first = depth then tokens.narrow (1, 0L, 1L)
+                else this.ForwardBlocks(tokens, first, depth, None, Some(fun () -> classRow))
             use normed = norm.forward x
-            x.Dispose()
             normed.select (1, 0L)
         use _ = cls
         cls.clone ()

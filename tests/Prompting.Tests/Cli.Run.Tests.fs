@@ -69,16 +69,6 @@ let private expectSameFiles (before: Map<string, byte[]>) (after: Map<string, by
     for KeyValue(name, bytes) in before do
         Expect.isTrue (after[name] = bytes) (sprintf "%s: %s unchanged" what name)
 
-/// A failure: non-zero exit, exactly one line on stderr that contains every fragment.
-let private expectOneLineError (args: string list) (fragments: string list) =
-    let code, stdout, err = runCli args
-    Expect.notEqual code 0 (sprintf "non-zero exit for %A (stdout: %s)" args stdout)
-    let lines = err.Split('\n', StringSplitOptions.RemoveEmptyEntries) |> Array.filter (fun l -> l.Trim() <> "")
-    Expect.equal lines.Length 1 (sprintf "one line on stderr, got:\n%s" err)
-    for f in fragments do
-        Expect.stringContains (lines[0].ToLowerInvariant()) (f.ToLowerInvariant()) (sprintf "stderr names %s" f)
-    lines[0]
-
 let private matrix (run: string) = (Metrics.readJson (Path.Combine(run, "metrics.json"))).ClassIncremental.Matrix
 
 let private epochLosses (run: string) =

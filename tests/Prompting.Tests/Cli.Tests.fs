@@ -21,6 +21,17 @@ let runCli (args: string list) =
     p.WaitForExit()
     p.ExitCode, out.Result, err.Result
 
+/// A failure: non-zero exit and exactly one line on stderr that contains every fragment
+/// (case-insensitive); returns that line.
+let expectOneLineError (args: string list) (fragments: string list) =
+    let code, stdout, err = runCli args
+    Expect.notEqual code 0 (sprintf "non-zero exit for %A (stdout: %s)" args stdout)
+    let lines = err.Split('\n', StringSplitOptions.RemoveEmptyEntries) |> Array.filter (fun l -> l.Trim() <> "")
+    Expect.equal lines.Length 1 (sprintf "one line on stderr, got:\n%s" err)
+    for f in fragments do
+        Expect.stringContains (lines[0].ToLowerInvariant()) (f.ToLowerInvariant()) (sprintf "stderr names %s" f)
+    lines[0]
+
 /// A minimal 24-bit BMP writer, so image tests need no encoder package.
 let writeBmp (path: string) (width: int) (height: int) (pixel: int -> int -> byte * byte * byte) =
     let stride = (width * 3 + 3) / 4 * 4

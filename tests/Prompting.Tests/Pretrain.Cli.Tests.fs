@@ -24,15 +24,6 @@ let private tinyArgs =
 let private checkpointLine (stdout: string) =
     stdout.Split('\n') |> Array.map _.Trim() |> Array.tryFind (fun l -> l.StartsWith "checkpoint: ") |> Option.map (fun l -> l.Substring 12)
 
-/// Non-zero exit and exactly one line on stderr containing every fragment.
-let private expectOneLineError (args: string list) (fragments: string list) =
-    let code, stdout, err = runCli args
-    Expect.notEqual code 0 (sprintf "non-zero exit for %A (stdout: %s)" args stdout)
-    let lines = err.Split('\n', StringSplitOptions.RemoveEmptyEntries) |> Array.filter (fun l -> l.Trim() <> "")
-    Expect.equal lines.Length 1 (sprintf "one line on stderr, got:\n%s" err)
-    for f in fragments do
-        Expect.stringContains (lines[0].ToLowerInvariant()) (f.ToLowerInvariant()) (sprintf "stderr names %s" f)
-
 [<Tests>]
 let tests =
     testSequenced
@@ -83,15 +74,15 @@ let tests =
                     [ "--images"; "0" ], [ "--images" ]
                     [ "--device"; "tpu" ], [ "device tpu" ]
                     [ "--threads"; "0" ], [ "--threads 0" ] ] do
-                  expectOneLineError (baseArgs @ extra) fragments
-              expectOneLineError [ "pretrain"; "--benchmark"; "nope" ] [ "benchmark nope" ]
-              expectOneLineError [ "pretrain"; "--benchmark"; "sequence" ] [ "sequence" ]
-              expectOneLineError [ "pretrain"; "--benchmark"; "imagefolder"; "--data"; Path.Combine(dir, "missing") ] [ "does not exist" ]
-              expectOneLineError [ "pretrain"; "--mask-ratio"; "half" ] [ "mask-ratio" ]
+                  expectOneLineError (baseArgs @ extra) fragments |> ignore
+              expectOneLineError [ "pretrain"; "--benchmark"; "nope" ] [ "benchmark nope" ] |> ignore
+              expectOneLineError [ "pretrain"; "--benchmark"; "sequence" ] [ "sequence" ] |> ignore
+              expectOneLineError [ "pretrain"; "--benchmark"; "imagefolder"; "--data"; Path.Combine(dir, "missing") ] [ "does not exist" ] |> ignore
+              expectOneLineError [ "pretrain"; "--mask-ratio"; "half" ] [ "mask-ratio" ] |> ignore
               Expect.isFalse (Directory.Exists cache && Directory.GetFiles(cache).Length > 0) "nothing cached"
           }
 
           test "demo --data with an empty directory says which files to put there" {
               let empty = tempDir ()
-              expectOneLineError [ "demo"; "--data"; empty; "--out"; Path.Combine(tempDir (), "out") ] [ empty; "train-images-idx3-ubyte.gz"; "t10k-labels-idx1-ubyte.gz" ]
+              expectOneLineError [ "demo"; "--data"; empty; "--out"; Path.Combine(tempDir (), "out") ] [ empty; "train-images-idx3-ubyte.gz"; "t10k-labels-idx1-ubyte.gz" ] |> ignore
           } ]
