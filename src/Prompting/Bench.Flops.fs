@@ -53,9 +53,6 @@ module Flops =
         | Components _
         | Quantised _ -> 1
 
-    let needsQuery (m: Method) =
-        m.Groups |> List.exists (fun g -> match g.Source with Static -> false | _ -> true)
-
     /// Tokens entering each block: 1 + G², plus the prompt tokens from their group's first layer on.
     let tokensPerLayer (c: VitConfig) (m: Method) (training: bool) =
         let baseTokens = int64 (VitConfig.tokenCount c)
@@ -109,20 +106,6 @@ module Flops =
         { Name = "patch_embed"; M = int64 (VitConfig.patchCount c); N = int64 c.Width
           K = int64 (c.InChannels * c.PatchSize * c.PatchSize); Count = 1L; LeftGrad = false; RightGrad = trainsWeights }
 
-    /// Blocks of the un-prompted backbone the query pass runs: the method's QueryDepth, else all.
-    let queryDepth (c: VitConfig) (m: Method) = defaultArg m.QueryDepth c.Depth
-
-    /// Leading blocks the query pass and the prompted pass share, as PromptedModel shares them:
-    /// those before the first block a group or adapter touches, up to the query depth, when a
-    /// source reads the query and no backbone parameter trains.
-    let sharedBlocks (c: VitConfig) (m: Method) =
-        if not (needsQuery m) || m.Backbone <> Frozen then 0
-        else
-            let firstTouched =
-                if m.AdapterReduction.IsSome then 0
-                else m.Groups |> List.collect (PromptGroup.layers c.Depth) |> List.fold min c.Depth
-            min firstTouched (queryDepth c m)
-
     /// The un-prompted, gradient-free query pass (no head: the query is the final-norm CLS) after
     /// the blocks it shares with the prompted pass: those (and the patch embedding before them) are
     /// computed once and counted in the prompted forward. Without sharing the query pass has its own
@@ -130,9 +113,9 @@ module Flops =
     /// last one included (the hot path computes only the class token's row there; the count is the
     /// reference computation's, so that work skipped shows as MFU, not as fewer FLOPs).
     let queryOps (c: VitConfig) (m: Method) =
-        let shared = sharedBlocks c m
+        let shared = Method.sharedBlocks c.Depth m
         [ if shared = 0 then yield { patchEmbed c false with Name = "query.patch_embed" }
-          for l in shared .. queryDepth c m - 1 do
+          for l in shared .. Method.queryDepth c.Depth m - 1 do
               for op in block c l (int64 (VitConfig.tokenCount c)) 0L false false false None do
                   yield { op with Name = "query." + op.Name; LeftGrad = false; RightGrad = false } ]
 
@@ -203,7 +186,7 @@ module Flops =
     /// FLOPs per image of a training step (training = true) or an inference pass.
     let count (c: VitConfig) (m: Method) (layout: TaskLayout) (task: int) (training: bool) =
         let executed = ops c m layout task training
-        let query = if needsQuery m then queryOps c m |> List.sumBy MatmulOp.forward else 0L
+        let query = if Method.readsQuery m then queryOps c m |> List.sumBy MatmulOp.forward else 0L
         { Query = query
           Forward = executed |> List.sumBy MatmulOp.forward
           Backward = if training then executed |> List.sumBy MatmulOp.backward else 0L }

@@ -132,7 +132,7 @@ module Ours =
                   clock.Elapsed.TotalSeconds, cpuSeconds () - cpu ]
             |> List.unzip
         let profile =
-            if r.Profile then phases model t device r (batchOf r pixels labels 0) (Flops.needsQuery method) else []
+            if r.Profile then phases model t device r (batchOf r pixels labels 0) (Method.readsQuery method) else []
         let cudaAfter = if device.``type`` = DeviceType.CUDA then CudaMemory.usedBytes () else None
         { Side = "prompting"
           Method = method.Name

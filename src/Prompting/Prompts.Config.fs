@@ -169,3 +169,22 @@ type Method =
       /// the query pass cost k/depth of a forward pass, in training and evaluation alike; with
       /// k at most the first prompted block it costs nothing (the passes share those blocks).
       QueryDepth: int option }
+
+module Method =
+    /// Whether some prompt source reads the query (everything but static prompts).
+    let readsQuery (m: Method) =
+        m.Groups |> List.exists (fun g -> match g.Source with Static -> false | _ -> true)
+
+    /// Blocks of the un-prompted backbone the query pass runs: QueryDepth, else all `depth`.
+    let queryDepth (depth: int) (m: Method) = defaultArg m.QueryDepth depth
+
+    /// Leading blocks the query pass and the prompted pass can share, computed once: those before
+    /// the first block a prompt group or adapter touches, up to the query depth, when a source reads
+    /// the query and no backbone parameter trains (0 otherwise).
+    let sharedBlocks (depth: int) (m: Method) =
+        if not (readsQuery m) || m.Backbone <> Frozen then 0
+        else
+            let firstTouched =
+                if m.AdapterReduction.IsSome then 0
+                else m.Groups |> List.collect (PromptGroup.layers depth) |> List.fold min depth
+            min firstTouched (queryDepth depth m)

@@ -92,13 +92,8 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
         | None -> c.Depth
         | Some k when k >= 1 && k <= c.Depth -> k
         | Some k -> Errors.fail "method %s: query depth %d must be between 1 and the backbone's %d blocks" method.Name k c.Depth
-    /// Leading blocks the query pass and the prompted pass share: those before the first block a
-    /// prompt group or adapter touches, up to the query depth, when no backbone weight trains.
-    let sharedBlocks =
-        let firstTouched =
-            if adapters.IsSome then 0
-            else method.Groups |> List.collect layersOf |> List.fold min c.Depth
-        if method.Backbone = Frozen then min firstTouched queryDepth else 0
+    /// Leading blocks the query pass and the prompted pass share (see Method.sharedBlocks).
+    let sharedBlocks = Method.sharedBlocks c.Depth method
     let mutable task = 0
     /// The frozen backbone's compute type: float32, or bfloat16 for mixed precision.
     let mutable computeType = torch.float32
