@@ -3,6 +3,8 @@
 // Build first with `dotnet fsi build.fsx build` (the demo and test targets build too).
 #r "../src/Prompting.Cli/bin/Release/net10.0/TorchSharp.dll"
 #r "../src/Prompting.Cli/bin/Release/net10.0/Prompting.Core.dll"
+#r "../src/Prompting.Cli/bin/Release/net10.0/Prompting.Reports.dll"
+#r "../src/Prompting.Cli/bin/Release/net10.0/Prompting.Tools.dll"
 #r "../src/Prompting.Cli/bin/Release/net10.0/prompting.dll"
 
 module PromptingNatives =

@@ -305,7 +305,7 @@ let main (script: string) (extras: Extra list) (build: Options -> Protocol) =
                 let config = runConfig p o dir
                 describe config
                 let device = Devices.parse o.Device
-                let outcome = Experiment.run config dir device
+                let outcome = Runs.run config dir device
                 let summary = Experiment.summary config dir outcome.Progress outcome.TrainableParameters
                 Report.printSummary summary
                 printfn "run directory: %s" (Path.GetFullPath dir)

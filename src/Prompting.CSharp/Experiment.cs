@@ -71,7 +71,7 @@ public static class Experiment
             var device = Devices.parse(options.Device);
             var dir = options.OutputDirectory
                 ?? Path.Combine("runs", $"{config.Method.Name}-{config.Benchmark}-s{config.Seed}");
-            EngineExperiment.run(config, dir, device);
+            Runs.run(config, dir, device);
             return dir;
         }, options.OutputDirectory);
         return Load(directory);

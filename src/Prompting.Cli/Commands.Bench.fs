@@ -52,6 +52,6 @@ let run (args: ParseResults<BenchArgs>) =
         let o = options args
         let root = BenchRun.repositoryRoot (Path.GetDirectoryName(typeof<BenchArgs>.Assembly.Location)) |> Option.orElse (BenchRun.repositoryRoot Environment.CurrentDirectory)
         let report = BenchRun.run o launcher root (fun line -> eprintfn "%s" line)
-        printf "%s" (Report.text report)
+        printf "%s" (BenchReport.text report)
         o.Output |> Option.iter (fun dir -> eprintfn "wrote %s" (Path.Combine(dir, "bench.md")))
         if report.Rows |> List.exists (fun r -> r.OursError.IsSome) then 1 else 0

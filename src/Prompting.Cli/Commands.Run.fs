@@ -123,7 +123,7 @@ let run (args: ParseResults<RunArgs>) =
     let config = configure args
     let device = Devices.parse (args.GetResult(RunArgs.Device, defaultValue = "auto"))
     let dir = args.GetResult(RunArgs.Out, defaultValue = Path.Combine("runs", sprintf "%s-%s-s%d" config.Method.Name config.Benchmark config.Seed))
-    let outcome = Experiment.run config dir device
+    let outcome = Runs.run config dir device
     let summary = Experiment.summary config dir outcome.Progress outcome.TrainableParameters
     Report.printSummary summary
     printfn "run directory: %s" (Path.GetFullPath dir)

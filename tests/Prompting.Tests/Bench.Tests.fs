@@ -289,7 +289,7 @@ let tests =
               let flops = { Query = 1_000_000_000L; Forward = 2_000_000_000L; Backward = 1_000_000_000L }
               let ours = side "prompting" [ 2.0; 2.0; 4.0 ] [ 1.0; 1.0; 1.0 ] (500L <<< 20)
               let peer = side "pytorch" [ 4.0; 4.0; 4.0 ] [ 2.0; 2.0; 2.0 ] (600L <<< 20)
-              let row = Report.row "l2p" flops 50.0 (Ok ours) (Ok peer)
+              let row = BenchReport.row "l2p" flops 50.0 (Ok ours) (Ok peer)
               Expect.equal row.OursTrainImagesPerSecond 16.0 "32 / 2 s"
               Expect.equal row.TrainRatio 2.0 "16 / 8"
               Expect.equal row.InferRatio 2.0 "32 / 16"
@@ -299,7 +299,7 @@ let tests =
               // CPU seconds are twice the wall seconds on both sides: medians 4 vs 8 s per 32 images.
               Expect.floatClose Accuracy.high row.TrainCpuRatio 2.0 "CPU-time ratio, training"
               Expect.floatClose Accuracy.high row.InferCpuRatio 2.0 "CPU-time ratio, inference"
-              let failed = Report.row "l2p" flops 50.0 (Ok ours) (Error "exit code 1: boom")
+              let failed = BenchReport.row "l2p" flops 50.0 (Ok ours) (Error "exit code 1: boom")
               Expect.isTrue (Double.IsNaN failed.TrainRatio) "no ratio without the peer"
               Expect.equal failed.PeerError (Some "exit code 1: boom") "the reason is kept"
           }
@@ -308,17 +308,17 @@ let tests =
               let flops = { Query = 0L; Forward = 2_000_000_000L; Backward = 500_000_000L }
               let ours = side "prompting" [ 2.0 ] [ 1.0 ] (500L <<< 20)
               let rows =
-                  [ Report.row "l2p" flops 50.0 (Ok ours) (Ok(side "pytorch" [ 4.0 ] [ 4.0 ] (600L <<< 20)))
-                    Report.row "linear" flops 50.0 (Ok ours) (Error "no PyTorch") ]
+                  [ BenchReport.row "l2p" flops 50.0 (Ok ours) (Ok(side "pytorch" [ 4.0 ] [ 4.0 ] (600L <<< 20)))
+                    BenchReport.row "linear" flops 50.0 (Ok ours) (Error "no PyTorch") ]
               let report = reportOf rows
-              let text = Report.text report
+              let text = BenchReport.text report
               Expect.isFalse (text.Contains "query depth") "no query depth by default"
-              Expect.stringContains (Report.markdown { report with QueryDepth = Some 3 }) "query depth 3" "the header states the query depth"
+              Expect.stringContains (BenchReport.markdown { report with QueryDepth = Some 3 }) "query depth 3" "the header states the query depth"
               Expect.stringContains text "2.00x" "train ratio 16 / 8"
               Expect.stringContains text "4.00x" "inference ratio 32 / 8"
               Expect.stringContains text "500 / 600" "peak RSS in MiB"
               Expect.stringContains text "linear: PyTorch: no PyTorch" "the missing side is explained"
-              let markdown = Report.markdown report
+              let markdown = BenchReport.markdown report
               let mainTable = markdown.Substring(0, markdown.IndexOf "CPU-time ratios")
               let md = mainTable.Split('\n') |> Array.filter (fun l -> l.StartsWith "|")
               Expect.equal md.Length 4 "header, rule, 2 rows"
@@ -327,7 +327,7 @@ let tests =
               for l in md do Expect.equal (columns l) (columns md[0]) (sprintf "same column count: %s" l)
               Expect.stringContains md[2] "| l2p | 16.0 | 8.00 | 2.00x | 32.0 | 8.00 | 4.00x | 500 / 600 | 2.50 | 80.0% |" "l2p row"
               Expect.stringContains md[3] "n/a" "missing values"
-              let csv = (Report.csv report).TrimEnd('\n').Split('\n')
+              let csv = (BenchReport.csv report).TrimEnd('\n').Split('\n')
               Expect.equal csv.Length 3 "header and 2 lines"
               let header = csv[0].Split(',')
               let l2p = csv[1].Split(',')

@@ -86,6 +86,16 @@ module Configure =
           Seed = r.Seed
           SkipCorrupt = r.SkipCorrupt }
 
+/// How a front end presents a run: its progress, and outputs of its own after each task (the CLI
+/// and the facade add the HTML report, see Prompting.Reports).
+type RunPresentation =
+    { Progress: IProgressHost
+      AfterTask: string -> RunSummary -> unit }
+
+module RunPresentation =
+    /// Plain progress lines and no outputs beyond the metrics files.
+    let plain = { Progress = PlainProgress.host; AfterTask = fun _ _ -> () }
+
 /// A whole experiment from a RunConfig: data, scenario, training with resumption, metrics and report.
 module Experiment =
     let metricsFile dir = Path.Combine(dir, "metrics.json")
@@ -165,16 +175,17 @@ module Experiment =
           CheckpointSha256 = recorded.CheckpointSha256
           ConfigJson = File.ReadAllText(Run.configFile dir) }
 
-    /// metrics.json, metrics.csv, summary.csv and report.html from the progress so far.
-    let writeOutputs (c: RunConfig) (dir: string) (progress: RunProgress) (trainable: int64) =
+    /// metrics.json, metrics.csv and summary.csv from the progress so far, then the front end's own
+    /// outputs (the HTML report).
+    let writeOutputs (presentation: RunPresentation) (c: RunConfig) (dir: string) (progress: RunProgress) (trainable: int64) =
         if not progress.Evaluations.IsEmpty then
             let s = summary c dir progress trainable
             Metrics.writeJson (metricsFile dir) s.Metrics
             Metrics.writeCsv (Path.Combine(dir, "metrics.csv")) (Path.Combine(dir, "summary.csv")) s.Metrics
-            Report.writeRun (reportFile dir) s
+            presentation.AfterTask dir s
 
     /// Runs or resumes the experiment in `dir`; log lines also go to dir/log.txt.
-    let run (c: RunConfig) (dir: string) (device: torch.Device) =
+    let run (presentation: RunPresentation) (c: RunConfig) (dir: string) (device: torch.Device) =
         validate c
         // Before any data is read or logged: a refused resume leaves the directory untouched.
         Run.checkResumable c dir
@@ -184,11 +195,11 @@ module Experiment =
         let scenario = scenario c append
         let batches = provider c
         let steps = scenario.Tasks |> Array.sumBy (fun t -> int64 c.Training.Epochs * int64 (batches.BatchesPerEpoch t.Train))
-        Progress.run (sprintf "%s on %s" c.Method.Name c.Benchmark) steps (fun reporter ->
+        presentation.Progress.Run(sprintf "%s on %s" c.Method.Name c.Benchmark, steps, fun reporter ->
             let events =
                 { Message = fun line -> append line; reporter.Message line
                   Step = fun () -> reporter.Advance 1
-                  TaskDone = fun progress -> writeOutputs c dir progress progress.TrainableParameters }
+                  TaskDone = fun progress -> writeOutputs presentation c dir progress progress.TrainableParameters }
             let outcome = Run.execute c dir scenario batches device events
-            writeOutputs c dir outcome.Progress outcome.TrainableParameters
+            writeOutputs presentation c dir outcome.Progress outcome.TrainableParameters
             outcome)

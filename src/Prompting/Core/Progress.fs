@@ -3,7 +3,6 @@ namespace Prompting
 open System
 open System.Globalization
 open System.IO
-open Spectre.Console
 
 /// Receives the progress of long work (training, evaluation).
 type IProgressReporter =
@@ -79,15 +78,13 @@ type PlainProgress(out: TextWriter, clock: unit -> DateTime, interval: TimeSpan,
 
         member _.Message text = lock gate (fun () -> write (clock ()) text)
 
-/// Live progress with ETA: a Spectre.Console progress bar on an interactive terminal, plain
-/// timestamped, rate-limited log lines otherwise (see PlainProgress).
-module Progress =
+/// Runs work that reports progress; front ends choose how it is shown (a live bar, log lines).
+type IProgressHost =
+    abstract Run<'a> : title: string * total: int64 * work: (IProgressReporter -> 'a) -> 'a
+
+module PlainProgress =
     /// The least time between two plain progress lines.
     let defaultInterval = TimeSpan.FromSeconds 5.0
-
-    /// Whether standard output is an interactive terminal that can show a live progress bar.
-    let isInteractive () =
-        not Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive
 
     /// Runs `work` with a plain reporter writing to `out`; writes a final line, or a failure line
     /// and re-raises when `work` raises.
@@ -101,39 +98,7 @@ module Progress =
         reporter.Finish()
         result
 
-    let private runLive (title: string) (total: int64) (work: IProgressReporter -> 'a) : 'a =
-        let progress =
-            AnsiConsole
-                .Progress()
-                .AutoClear(false)
-                .HideCompleted(false)
-                .Columns(
-                    [| TaskDescriptionColumn() :> ProgressColumn
-                       ProgressBarColumn()
-                       PercentageColumn()
-                       ElapsedTimeColumn()
-                       RemainingTimeColumn()
-                       SpinnerColumn() |]
-                )
-        progress.Start(
-            Func<ProgressContext, 'a>(fun ctx ->
-                let task = ctx.AddTask(Markup.Escape title, true, (if total > 0L then float total else 1.0))
-                task.IsIndeterminate <- total <= 0L
-                let reporter =
-                    { new IProgressReporter with
-                        member _.Advance n = task.Increment(float n)
-                        member _.Status text = task.Description <- Markup.Escape(title + " · " + text)
-                        member _.Message text =
-                            AnsiConsole.MarkupLine(
-                                sprintf "[grey]%s[/] %s" (DateTime.Now.ToString("HH:mm:ss", CultureInfo.InvariantCulture)) (Markup.Escape text)
-                            ) }
-                let result = work reporter
-                task.StopTask()
-                result)
-        )
-
-    /// Runs `work` (which reports `total` units; 0 when unknown) with live progress on a terminal
-    /// and plain log lines on standard output otherwise.
-    let run (title: string) (total: int64) (work: IProgressReporter -> 'a) : 'a =
-        if isInteractive () then runLive title total work
-        else runPlain Console.Out (fun () -> DateTime.Now) defaultInterval title total work
+    /// Plain log lines on standard output: what non-interactive front ends (the C# facade, scripts) use.
+    let host =
+        { new IProgressHost with
+            member _.Run(title, total, work) = runPlain Console.Out (fun () -> DateTime.Now) defaultInterval title total work }

@@ -336,16 +336,16 @@ module BenchRun =
                               let b = theirs ()
                               ours (), b
                       let flops = Flops.count config methodValue layout o.Task true
-                      let row = Report.row methodValue.Name flops peak oursResult peerResult
+                      let row = BenchReport.row methodValue.Name flops peak oursResult peerResult
                       log (sprintf "[%d/%d] %s: train %s vs %s img/s (%s), infer %s vs %s img/s (%s)" (i + 1) o.Methods.Length methodValue.Name
-                               (Report.rate row.OursTrainImagesPerSecond) (Report.rate row.PeerTrainImagesPerSecond) (Report.ratioText row.TrainRatio)
-                               (Report.rate row.OursInferImagesPerSecond) (Report.rate row.PeerInferImagesPerSecond) (Report.ratioText row.InferRatio))
+                               (BenchReport.rate row.OursTrainImagesPerSecond) (BenchReport.rate row.PeerTrainImagesPerSecond) (BenchReport.ratioText row.TrainRatio)
+                               (BenchReport.rate row.OursInferImagesPerSecond) (BenchReport.rate row.PeerInferImagesPerSecond) (BenchReport.ratioText row.InferRatio))
                       // The rows so far, so a long run that is stopped keeps what it measured.
                       finished.Add row
-                      o.Output |> Option.iter (fun dir -> Report.write dir (header (List.ofSeq finished)))
+                      o.Output |> Option.iter (fun dir -> BenchReport.write dir (header (List.ofSeq finished)))
                       row ]
             let report = header rows
-            o.Output |> Option.iter (fun dir -> Report.write dir report)
+            o.Output |> Option.iter (fun dir -> BenchReport.write dir report)
             report
         finally
             try Directory.Delete(temp, true) with _ -> ()

@@ -88,7 +88,7 @@ module Demo =
                   clearRun dir
                   o.Log(sprintf "run: %s, %d tasks of %d classes, %d training images per class, %d epochs (%s)"
                           name s.Tasks (10 / s.Tasks) s.TrainPerClass s.Epochs dir)
-                  let outcome = Experiment.run config dir o.Device
+                  let outcome = Runs.run config dir o.Device
                   Experiment.summary config dir outcome.Progress outcome.TrainableParameters ]
         let report = reportFile o.Output
         DemoReport.write report s backbone (taskClasses s) summaries

@@ -8,7 +8,8 @@ open Prompting
 open Prompting.Engine
 
 /// The bench's one table: rows from both sides' results, as text, markdown, CSV and JSON.
-module Report =
+[<CompilationRepresentation(CompilationRepresentationFlags.ModuleSuffix)>]
+module BenchReport =
     let private inv = CultureInfo.InvariantCulture
 
     /// A table row from the two sides' results, the analytic FLOPs and the matmul peak.

@@ -8,20 +8,6 @@ open System.Text.Json
 open Plotly.NET
 open Spectre.Console
 
-/// What a report needs to know about one finished run; plain data, independent of the engine.
-type RunSummary =
-    { Method: string
-      Seed: int
-      Metrics: RunMetrics
-      TrainSeconds: float
-      PeakMemoryBytes: int64
-      TrainableParameters: int64
-      /// The pretrained checkpoint's name (file name or hub id).
-      Checkpoint: string
-      CheckpointSha256: string
-      /// The run's configuration as JSON (shown pretty-printed).
-      ConfigJson: string }
-
 /// Mean and sample standard deviation (n − 1; 0 for a single value) over seeds.
 type MeanStd = { Mean: float; Std: float; Count: int }
 
