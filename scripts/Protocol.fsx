@@ -1,7 +1,7 @@
 // Shared include of the protocol scripts (scripts/*-cifar100.fsx, *-imagenet-r.fsx, vpt-transfer.fsx):
-// the papers' reference training settings as F# values, the common command line, the ImageNet-R
-// 80/20 split helper, and the wrapper that builds the RunConfig, runs Experiment.run and prints the
-// summary and the report path. A protocol script is a few lines: `Protocol.main [extras] (fun o -> ...)`.
+// the papers' reference training settings (the recipes the methods carry), the common command line,
+// and the wrapper that resolves the run through Configure.resolve, runs it and prints the summary
+// and the report path. A protocol script is a few lines: `Protocol.main [extras] (fun o -> ...)`.
 //
 // Common command line (every protocol script):
 //   --data DIR --checkpoint FILE [--out DIR] [--seed K] [--device cpu|cuda[:N]]
@@ -62,116 +62,26 @@ type Protocol =
     { /// Names the default run directory runs/<Name>-s<seed>.
       Name: string
       Method: Method
-      /// imagefolder or cifar100 (see `prompting benchmarks`).
+      /// A registered benchmark: cifar100, imagenet-r, imagefolder (see `prompting benchmarks`).
       Benchmark: string
       Tasks: int
       Scenario: ScenarioKind
+      /// The method's recipe in this protocol (its own, or with the paper's epochs for the data).
       Training: Training
-      Normalisation: PixelScale
-      /// Turns --data into what the benchmark reads, given the run directory (ImageNet-R: the split).
-      PrepareData: string -> string -> string }
+      Normalisation: PixelScale }
 
 /// An extra option of a script: its name (without --), whether it takes a value, its help line.
 type Extra = { Name: string; TakesValue: bool; Help: string }
 
-/// The reference training settings of /work/shared/METHODS.md, written out in full.
+/// The reference training settings: the recipes the methods carry (Methods.Recipes), by name.
 module Reference =
-    /// L2P: Adam, constant lr 0.03 scaled by batch/256, batch 128, 5 epochs per task, grad clip 1.0.
-    let l2p =
-        { Epochs = 5
-          BatchSize = 128
-          LearningRate = 0.03
-          ScaleByBatch = true
-          HeadLearningRate = None
-          Optimizer = Adam
-          WeightDecay = 0.0
-          Schedule = Constant
-          ScheduleUnit = PerEpoch
-          GradientClip = Some 1.0
-          Bf16 = false }
+    let l2p = Methods.Recipes.l2p
+    let dualPrompt = Methods.Recipes.dualPrompt
+    let codaPrompt = Methods.Recipes.codaRepository
+    let vqPrompt = Methods.Recipes.vqPrompt
 
-    /// DualPrompt: Adam, constant lr 0.005 scaled by batch/256, batch 128, 5 epochs (CIFAR-100).
-    let dualPrompt =
-        { l2p with LearningRate = 0.005; GradientClip = None }
-
-    /// CODA-Prompt: Adam lr 1e-3 (not scaled), batch 128, cosine decay over each task's epochs, 20 epochs.
-    let codaPrompt =
-        { l2p with
-            Epochs = 20
-            LearningRate = 0.001
-            ScaleByBatch = false
-            Schedule = Cosine 0.0
-            GradientClip = None }
-
-    /// VQ-Prompt: AdamW, prompts 0.0125 / head 0.0025, weight decay 0, per-iteration cosine to 1e-6
-    /// (the final rate is a fraction of the base), 20 epochs, batch 128. The official short constant
-    /// warm-up at 1e-6 is not modelled (the schedule's warm-up is linear over whole epochs).
-    let vqPrompt =
-        { l2p with
-            Epochs = 20
-            LearningRate = 0.0125
-            ScaleByBatch = false
-            HeadLearningRate = Some 0.0025
-            Optimizer = AdamW
-            Schedule = Cosine(1e-6 / 0.0125)
-            ScheduleUnit = PerIteration
-            GradientClip = None }
-
-    /// VPT: SGD momentum 0.9, 10 warm-up epochs then cosine over 100, batch 128, lr = base·batch/256.
-    let vpt (baseRate: float) (weightDecay: float) =
-        { l2p with
-            Epochs = 100
-            LearningRate = baseRate
-            ScaleByBatch = true
-            Optimizer = Sgd 0.9
-            WeightDecay = weightDecay
-            Schedule = WarmupCosine(10, 0.0)
-            GradientClip = None }
-
-/// Data helpers.
-module Datasets =
-    let private isImage (path: string) =
-        match Path.GetExtension(path).ToLowerInvariant() with
-        | ".jpg" | ".jpeg" | ".png" | ".bmp" | ".gif" | ".webp" | ".tif" | ".tiff" -> true
-        | _ -> false
-
-    /// ImageNet-R as the papers use it: an 80/20 train/test split of the single-folder release
-    /// (imagenet-r/<class>/<image>). DIR/{train,test} is used as it is; a .tar is passed through.
-    /// Otherwise each class's images (ordinal order) are shuffled with a fixed seed and the first 80%
-    /// become training images; the split is written as symbolic links under RUNDIR/imagenet-r-split
-    /// (the same every time for the same files, whatever the run's seed).
-    let imagenetRSplit (splitSeed: int) (data: string) (runDir: string) =
-        if not (Directory.Exists data) then data
-        elif Directory.Exists(Path.Combine(data, "train")) && Directory.Exists(Path.Combine(data, "test")) then data
-        else
-            let classes = Directory.GetDirectories data |> Array.sortWith (fun a b -> String.CompareOrdinal(a, b))
-            if classes.Length = 0 then Errors.fail "%s: neither DIR/{train,test} nor DIR/<class>/<image>" data
-            let target = Path.GetFullPath(Path.Combine(runDir, "imagenet-r-split"))
-            let done' = target + ".complete"
-            if not (File.Exists done') then
-                if Directory.Exists target then Directory.Delete(target, true)
-                for cls in classes do
-                    let name = Path.GetFileName cls
-                    let images =
-                        Directory.GetFiles(cls, "*", SearchOption.AllDirectories)
-                        |> Array.filter isImage
-                        |> Array.sortWith (fun a b -> String.CompareOrdinal(a, b))
-                    let rng = Random(splitSeed)
-                    let shuffled = Array.copy images
-                    rng.Shuffle shuffled
-                    let trainCount = int (Math.Round(0.8 * float shuffled.Length))
-                    shuffled
-                    |> Array.iteri (fun i file ->
-                        let part = if i < trainCount then "train" else "test"
-                        let dir = Path.Combine(target, part, name)
-                        Directory.CreateDirectory dir |> ignore
-                        let relative = Path.GetRelativePath(cls, file).Replace(Path.DirectorySeparatorChar, '_')
-                        File.CreateSymbolicLink(Path.Combine(dir, relative), Path.GetFullPath file) |> ignore)
-                    // A class with a single image still needs both directories for the reader.
-                    for part in [ "train"; "test" ] do
-                        Directory.CreateDirectory(Path.Combine(target, part, name)) |> ignore
-                File.WriteAllText(done', sprintf "80/20 split of %s with seed %d\n" (Path.GetFullPath data) splitSeed)
-            target
+    /// VPT with the transfer protocol's chosen base rate and weight decay.
+    let vpt (baseRate: float) (weightDecay: float) = { Methods.Recipes.vpt with LearningRate = baseRate; WeightDecay = weightDecay }
 
 // The protocol runner (this file is module Protocol: scripts call Protocol.main).
 let private common =
@@ -252,33 +162,30 @@ let parse (extras: Extra list) (argv: string[]) : Options =
       SkipCorrupt = m.ContainsKey "skip-corrupt"
       Extra = m |> Map.filter (fun k _ -> extras |> List.exists (fun e -> e.Name = k)) }
 
-/// The protocol's RunConfig with the user's data, checkpoint, seed and overrides.
-let runConfig (p: Protocol) (o: Options) (runDir: string) : RunConfig =
-    if not (File.Exists o.Checkpoint) then Errors.fail "%s: checkpoint not found" o.Checkpoint
-    let t = p.Training
-    { Method = p.Method
-      Benchmark = p.Benchmark
-      Data = Some(p.PrepareData o.Data runDir)
-      Checkpoint = o.Checkpoint
-      Heads = o.Heads
-      ImageSize = o.ImageSize |> Option.defaultWith (fun () -> (Vit.Checkpoint.read o.Checkpoint o.Heads).Config.ImageSize)
-      Tasks = o.Tasks |> Option.defaultValue p.Tasks
-      Scenario = p.Scenario
-      ClassOrder = Shuffled o.Seed
-      TrainPerClass = o.TrainPerClass
-      TestPerClass = o.TestPerClass
-      Training =
-        { t with
-            Epochs = o.Epochs |> Option.defaultValue t.Epochs
-            BatchSize = o.BatchSize |> Option.defaultValue t.BatchSize
-            LearningRate = o.LearningRate |> Option.defaultValue t.LearningRate
-            Bf16 = t.Bf16 || o.Bf16 }
-      Normalisation = o.Normalisation |> Option.defaultValue p.Normalisation
-      Seed = o.Seed
-      SkipCorrupt = o.SkipCorrupt }
+/// The protocol's run with the user's data, checkpoint, seed and overrides, through the one
+/// configuration path every front end uses.
+let runConfig (p: Protocol) (o: Options) : PreparedRun =
+    Configure.resolve
+        { RunRequest.empty with
+            Method = Some(MethodValue { p.Method with Recipe = { p.Training with Bf16 = p.Training.Bf16 || o.Bf16 } })
+            Benchmark = Some p.Benchmark
+            Data = Some o.Data
+            Checkpoint = Some o.Checkpoint
+            Heads = o.Heads
+            Tasks = Some(o.Tasks |> Option.defaultValue p.Tasks)
+            Scenario = Some p.Scenario
+            Epochs = o.Epochs
+            BatchSize = o.BatchSize
+            LearningRate = o.LearningRate
+            ImageSize = o.ImageSize
+            TrainPerClass = o.TrainPerClass
+            TestPerClass = o.TestPerClass
+            Normalisation = Some(o.Normalisation |> Option.defaultValue p.Normalisation)
+            Seed = Some o.Seed
+            SkipCorrupt = Some o.SkipCorrupt }
 
 let private describe (c: RunConfig) =
-    let t = c.Training
+    let t = c.Method.Recipe
     printfn "method %s on %s: %d task(s), %A, class order %A" c.Method.Name c.Benchmark c.Tasks c.Scenario c.ClassOrder
     printfn "training: %d epoch(s), batch %d, %A, lr %g%s (effective %g)%s, %A %A, weight decay %g%s; inputs %A, %dpx"
         t.Epochs t.BatchSize t.Optimizer t.LearningRate (if t.ScaleByBatch then " x batch/256" else "")
@@ -302,11 +209,11 @@ let main (script: string) (extras: Extra list) (build: Options -> Protocol) =
                 let p = build o
                 let dir = o.Out |> Option.defaultValue (Path.Combine("runs", sprintf "%s-s%d" p.Name o.Seed))
                 Directory.CreateDirectory dir |> ignore
-                let config = runConfig p o dir
-                describe config
+                let prepared = runConfig p o
+                describe prepared.Config
                 let device = Devices.parse o.Device
-                let outcome = Runs.run config dir device
-                let summary = Experiment.summary config dir outcome.Progress outcome.TrainableParameters
+                let outcome = Runs.run prepared dir device
+                let summary = Experiment.summary (Run.record prepared) outcome.Progress
                 Report.printSummary summary
                 printfn "run directory: %s" (Path.GetFullPath dir)
                 printfn "report: %s" (Path.GetFullPath(Experiment.reportFile dir))

@@ -19,5 +19,4 @@ Protocol.main "coda-prompt-cifar100" [] (fun _ ->
       Tasks = 10
       Scenario = ClassIncremental
       Training = Reference.codaPrompt
-      Normalisation = UnitRange
-      PrepareData = fun data _ -> data })
+      Normalisation = UnitRange })

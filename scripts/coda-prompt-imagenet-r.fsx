@@ -4,8 +4,7 @@
 // Split ImageNet-R, 10 tasks of 20 classes (class order shuffled with --seed), class-incremental.
 // --data: either DIR/{train,test}/<class>/<image>, or the released single-folder tree
 // (imagenet-r/<class>/<image>, from https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar),
-// which is split 80/20 per class deterministically (see Datasets.imagenetRSplit in Protocol.fsx;
-// --split-seed K picks another split) into symbolic links under the run directory.
+// which the registered imagenet-r benchmark splits 80/20 per class with seed 0 (Data/Splits.fs).
 // --checkpoint: the ViT-B/16 checkpoint (e.g. ImageNet-21k augreg, safetensors or npz).
 // Usage: dotnet fsi scripts/coda-prompt-imagenet-r.fsx -- --data DIR --checkpoint FILE [--out DIR] [--seed K] [--device D]
 #load "Protocol.fsx"
@@ -14,12 +13,11 @@ open Prompting.Engine
 open Prompting.Prompts
 open Protocol
 
-Protocol.main "coda-prompt-imagenet-r" [ { Name = "split-seed"; TakesValue = true; Help = "seed of the 80/20 ImageNet-R split of a single-folder tree (default 0)" } ] (fun o ->
+Protocol.main "coda-prompt-imagenet-r" [] (fun _ ->
     { Name = "coda-prompt-imagenet-r"
       Method = Methods.codaPrompt
-      Benchmark = "imagefolder"
+      Benchmark = "imagenet-r"
       Tasks = 10
       Scenario = ClassIncremental
       Training = { Reference.codaPrompt with Epochs = 50 }
-      Normalisation = UnitRange
-      PrepareData = Datasets.imagenetRSplit (o.Int("split-seed", 0)) })
+      Normalisation = UnitRange })

@@ -19,5 +19,4 @@ Protocol.main "dualprompt-cifar100" [] (fun o ->
       Tasks = 10
       Scenario = ClassIncremental
       Training = Reference.dualPrompt
-      Normalisation = Normalised
-      PrepareData = fun data _ -> data })
+      Normalisation = Normalised })

@@ -4,8 +4,7 @@
 // Split ImageNet-R, 10 tasks of 20 classes (class order shuffled with --seed), class-incremental.
 // --data: either DIR/{train,test}/<class>/<image>, or the released single-folder tree
 // (imagenet-r/<class>/<image>, from https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar),
-// which is split 80/20 per class deterministically (see Datasets.imagenetRSplit in Protocol.fsx;
-// --split-seed K picks another split) into symbolic links under the run directory.
+// which the registered imagenet-r benchmark splits 80/20 per class with seed 0 (Data/Splits.fs).
 // --checkpoint: the ViT-B/16 checkpoint (e.g. ImageNet-21k augreg, safetensors or npz).
 // Usage: dotnet fsi scripts/dualprompt-imagenet-r.fsx -- --data DIR --checkpoint FILE [--out DIR] [--seed K] [--device D]
 #load "Protocol.fsx"
@@ -14,13 +13,12 @@ open Prompting.Engine
 open Prompting.Prompts
 open Protocol
 
-Protocol.main "dualprompt-imagenet-r" [ { Name = "split-seed"; TakesValue = true; Help = "seed of the 80/20 ImageNet-R split of a single-folder tree (default 0)" } ] (fun o ->
+Protocol.main "dualprompt-imagenet-r" [] (fun _ ->
     let dual = Methods.dualPrompt (defaultArg o.Tasks 10)
     { Name = "dualprompt-imagenet-r"
       Method = { dual with Groups = dual.Groups |> List.map (fun g -> if g.Name = "e" then { g with Length = 20 } else g) }
-      Benchmark = "imagefolder"
+      Benchmark = "imagenet-r"
       Tasks = 10
       Scenario = ClassIncremental
       Training = { Reference.dualPrompt with Epochs = 50 }
-      Normalisation = Normalised
-      PrepareData = Datasets.imagenetRSplit (o.Int("split-seed", 0)) })
+      Normalisation = Normalised })

@@ -17,5 +17,4 @@ Protocol.main "l2p-cifar100" [] (fun _ ->
       Tasks = 10
       Scenario = ClassIncremental
       Training = Reference.l2p
-      Normalisation = Normalised
-      PrepareData = fun data _ -> data })
+      Normalisation = Normalised })

@@ -123,7 +123,7 @@ let private cli = Path.Combine(root, "src", "Prompting.Cli", "bin", "Release", "
 /// batch/256 keeps the per-step value it has at the reference batch of 128. A scaled-down run takes
 /// few steps per task, so shrinking the rate with the batch as well would leave it barely trained.
 let learningRate (methodName: string) (batchSize: int) =
-    let recipe = Recipes.forMethod methodName
+    let recipe = (Prompts.Methods.find methodName 5).Recipe
     if recipe.ScaleByBatch then recipe.LearningRate * float referenceBatch / float batchSize
     else recipe.LearningRate
 

@@ -19,5 +19,4 @@ Protocol.main "vq-prompt-cifar100" [] (fun _ ->
       Tasks = 10
       Scenario = ClassIncremental
       Training = Reference.vqPrompt
-      Normalisation = UnitRange
-      PrepareData = fun data _ -> data })
+      Normalisation = UnitRange })

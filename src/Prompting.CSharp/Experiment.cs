@@ -50,28 +50,32 @@ public static class Experiment
         var directory = CoreCalls.Run(() =>
         {
             var request = new RunRequest(
-                options.Method,
-                options.Benchmark,
+                FSharpOption<RunConfig>.None,
+                FSharpOption<MethodChoice>.Some(MethodChoice.NewMethodNamed(options.Method)),
+                FSharpOption<string>.Some(options.Benchmark),
                 options.Data is null ? FSharpOption<string>.None : FSharpOption<string>.Some(options.Data),
-                options.Checkpoint,
+                FSharpOption<string>.Some(options.Checkpoint),
                 CoreCalls.Option(options.Heads),
                 CoreCalls.Option(options.Tasks),
-                ScenarioOf(options.Scenario),
+                FSharpOption<ScenarioKind>.Some(ScenarioOf(options.Scenario)),
                 CoreCalls.Option(options.Epochs),
                 CoreCalls.Option(options.BatchSize),
                 options.LearningRate is { } lr ? FSharpOption<double>.Some(lr) : FSharpOption<double>.None,
+                FSharpOption<bool>.None,
                 CoreCalls.Option(options.ImageSize),
                 FSharpOption<ClassOrder>.None,
                 CoreCalls.Option(options.TrainPerClass),
                 CoreCalls.Option(options.TestPerClass),
-                Data.PixelScale.Normalised,
-                options.Seed,
-                options.SkipCorrupt);
-            var config = Configure.request(request);
+                FSharpOption<Data.PixelScale>.None,
+                FSharpOption<int>.None,
+                FSharpOption<int>.Some(options.Seed),
+                FSharpOption<bool>.Some(options.SkipCorrupt));
+            var prepared = Configure.resolve(request);
+            var config = prepared.Config;
             var device = Devices.parse(options.Device);
             var dir = options.OutputDirectory
                 ?? Path.Combine("runs", $"{config.Method.Name}-{config.Benchmark}-s{config.Seed}");
-            Runs.run(config, dir, device);
+            Runs.run(prepared, dir, device);
             return dir;
         }, options.OutputDirectory);
         return Load(directory);
@@ -89,12 +93,9 @@ public static class Experiment
         ArgumentNullException.ThrowIfNull(runDirectory);
         return CoreCalls.Run(() =>
         {
-            var configFile = Engine.Run.configFile(runDirectory);
-            if (!File.Exists(configFile)) throw new PromptingException($"{runDirectory}: not a run directory (no config.json)");
-            var progressFile = Engine.Run.progressFile(runDirectory);
-            var recorded = Json.deserialize<Engine.Run.Recorded>(configFile, File.ReadAllText(configFile));
-            if (!File.Exists(progressFile)) throw new PromptingException($"{runDirectory}: the run has not finished a task yet");
-            var progress = Json.deserialize<RunProgress>(progressFile, File.ReadAllText(progressFile));
+            var recorded = Engine.Run.readRecorded(runDirectory);
+            if (!File.Exists(Engine.Run.progressFile(runDirectory))) throw new PromptingException($"{runDirectory}: the run has not finished a task yet");
+            var progress = Engine.Run.readProgress(runDirectory);
             if (progress.Evaluations.IsEmpty) throw new PromptingException($"{runDirectory}: the run has not finished a task yet");
             var evaluations = progress.Evaluations.Select(row => row.ToArray()).ToArray();
             var metrics = Metrics.ofEvaluations(evaluations);

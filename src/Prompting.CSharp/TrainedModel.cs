@@ -43,7 +43,7 @@ public sealed class TrainedModel : IDisposable
         CompletedTasks = completedTasks;
         Tasks = model.Layout.ClassesPerTask.Length;
         NumClasses = TaskLayoutModule.seen(model.Layout, model.Task);
-        BatchSize = Math.Max(1, config.Training.BatchSize);
+        BatchSize = Math.Max(1, config.Method.Recipe.BatchSize);
         Device = device.type == DeviceType.CUDA ? (device.index >= 0 ? $"cuda:{device.index}" : "cuda") : device.type.ToString().ToLowerInvariant();
     }
 
@@ -95,35 +95,9 @@ public sealed class TrainedModel : IDisposable
         ArgumentNullException.ThrowIfNull(device);
         return CoreCalls.Run(() =>
         {
-            var configFile = Engine.Run.configFile(runDirectory);
-            if (!File.Exists(configFile)) throw new PromptingException($"{runDirectory}: not a run directory (no config.json)");
-            var config = Json.deserialize<Engine.Run.Recorded>(configFile, File.ReadAllText(configFile)).Config;
-            var torchDevice = Devices.parse(device);
-            var scenario = EngineExperiment.scenario(config, FuncConvert.FromAction<string>(_ => { }));
-            var last = -1;
-            for (var t = 0; t < scenario.Tasks.Length; t++)
-            {
-                if (File.Exists(Engine.Run.taskStateFile(runDirectory, t))) last = t;
-            }
-
-            if (last < 0) throw new PromptingException($"{runDirectory}: no task has been completed yet");
-            var backbone = CheckpointModule.load(
-                config.Checkpoint,
-                new LoadOptions(FSharpOption<int>.Some(config.ImageSize), config.Heads, FSharpOption<int>.None));
-            var model = PromptedModelModule.build(config.Method, scenario.Layout, backbone);
-            try
-            {
-                TrainableState.load(Engine.Run.taskStateFile(runDirectory, last), model);
-                model.RestoreTask(last);
-                model.to(torchDevice);
-                model.eval();
-                return new TrainedModel(model, torchDevice, config, (string[])scenario.ClassNames.Clone(), last + 1);
-            }
-            catch
-            {
-                model.Dispose();
-                throw;
-            }
+            var run = EngineExperiment.reopen(runDirectory, Devices.parse(device));
+            var config = run.Recorded.Config;
+            return new TrainedModel(run.Model, Devices.parse(device), config, (string[])run.Scenario.ClassNames.Clone(), run.LastTask + 1);
         }, runDirectory);
     }
 
@@ -246,7 +220,7 @@ public sealed class TrainedModel : IDisposable
                     using var scope = torch.NewDisposeScope();
                     var x = torch.tensor(batch(start, n), [n, 3L, ImageSize, ImageSize]).to(_device);
                     var output = _model.Forward(x, false);
-                    var seen = output.Logits.narrow(1, 0, NumClasses).to(torch.float32).cpu().contiguous();
+                    var seen = Loss.evaluationLogits(_model.Layout, _model.Task, output.Logits).to(torch.float32).cpu().contiguous();
                     var values = seen.data<float>().ToArray();
                     for (var i = 0; i < n; i++) rows[start + i] = values.AsSpan(i * NumClasses, NumClasses).ToArray();
                 }

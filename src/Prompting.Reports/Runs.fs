@@ -9,4 +9,8 @@ module Runs =
         { Progress = Progress.host
           AfterTask = fun dir summary -> Report.writeRun (Experiment.reportFile dir) summary }
 
-    let run (config: RunConfig) (dir: string) (device: TorchSharp.torch.Device) = Experiment.run console config dir device
+    /// Runs (or resumes) a prepared run in `dir`.
+    let run (run: PreparedRun) (dir: string) (device: TorchSharp.torch.Device) = Experiment.run console run dir device
+
+    /// Runs a configuration built in code (scripts): its checkpoint is read here, once.
+    let runConfig (config: RunConfig) (dir: string) (device: TorchSharp.torch.Device) = run (PreparedRun.ofConfig config) dir device

@@ -193,17 +193,17 @@ let comparison =
               use model = new VisionTransformer(VitConfig.custom 28 4 5 16 2 0)
               Checkpoint.export checkpoint model
               let s = DemoSettings.standard
-              let c = Demo.runConfig { s with LearningRates = Map.ofList [ "sequential", 0.5 ] } checkpoint "/data" "dualprompt"
+              let c = (Demo.runConfig { s with LearningRates = Map.ofList [ "sequential", 0.5 ] } checkpoint "/data" "dualprompt").Config
               Expect.equal c.Method.Name "dualprompt" "method"
               Expect.equal c.Tasks 5 "tasks"
               Expect.equal c.Scenario Prompting.Engine.ClassIncremental "class-incremental"
               Expect.equal c.ImageSize 28 "the backbone's resolution"
               Expect.equal (c.TrainPerClass, c.TestPerClass) (Some s.TrainPerClass, Some s.TestPerClass) "subsets"
-              Expect.equal c.Training.Epochs s.Epochs "epochs"
-              Expect.equal c.Training.LearningRate (Prompting.Engine.Recipes.forMethod "dualprompt").LearningRate "recipe's rate"
-              let seq = Demo.runConfig { s with LearningRates = Map.ofList [ "sequential", 0.5 ] } checkpoint "/data" "sequential"
-              Expect.equal seq.Training.LearningRate 0.5 "the demo's rate where it sets one"
-              let vq = Demo.runConfig s checkpoint "/data" "vq-prompt"
+              Expect.equal c.Method.Recipe.Epochs s.Epochs "epochs"
+              Expect.equal c.Method.Recipe.LearningRate Prompting.Prompts.Methods.Recipes.dualPrompt.LearningRate "recipe's rate"
+              let seq = (Demo.runConfig { s with LearningRates = Map.ofList [ "sequential", 0.5 ] } checkpoint "/data" "sequential").Config
+              Expect.equal seq.Method.Recipe.LearningRate 0.5 "the demo's rate where it sets one"
+              let vq = (Demo.runConfig s checkpoint "/data" "vq-prompt").Config
               Expect.equal vq.Method.Recalibration s.Recalibration "VQ-Prompt's recalibration rescaled"
               Expect.equal c.Method.Recalibration None "DualPrompt has none, and gets none"
           } ]

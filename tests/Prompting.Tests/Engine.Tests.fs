@@ -44,7 +44,7 @@ let private checkpoint =
          path)
 
 let private config (method: Method) =
-    { Method = method
+    { Method = { method with Recipe = { method.Recipe with Epochs = 2; BatchSize = 8; LearningRate = 0.01; ScaleByBatch = false } }
       Benchmark = "synthetic"
       Data = None
       Checkpoint = checkpoint.Value
@@ -55,14 +55,13 @@ let private config (method: Method) =
       ClassOrder = Natural
       TrainPerClass = None
       TestPerClass = None
-      Training = { Recipes.forMethod method.Name with Epochs = 2; BatchSize = 8; LearningRate = 0.01; ScaleByBatch = false }
       Normalisation = Normalised
       Seed = 3
       SkipCorrupt = false }
 
 let private run (cfg: RunConfig) (dir: string) (log: string -> unit) =
     let scenario = Scenario.build cfg.Scenario cfg.Tasks cfg.ClassOrder (syntheticDataset ())
-    Run.execute cfg dir scenario (provider cfg.ImageSize cfg.Training.BatchSize) torch.CPU { RunEvents.silent with Message = log }
+    Run.execute (PreparedRun.ofConfig cfg) dir scenario (provider cfg.ImageSize cfg.Method.Recipe.BatchSize) torch.CPU { RunEvents.silent with Message = log }
 
 exception private Killed
 
@@ -114,7 +113,7 @@ let tests =
               Expect.equal (TaskLayout.seen scenario.Layout 0) 4 "all classes seen from the first domain on"
               Expect.equal (scenario.Tasks |> Array.map (fun t -> t.Classes)) [| [| 0 .. 3 |]; [| 0 .. 3 |] |] "classes per domain"
               let cfg = { config Methods.linear with Scenario = DomainIncremental }
-              let outcome = Run.execute cfg (tempDir ()) scenario (provider cfg.ImageSize cfg.Training.BatchSize) torch.CPU RunEvents.silent
+              let outcome = Run.execute (PreparedRun.ofConfig cfg) (tempDir ()) scenario (provider cfg.ImageSize cfg.Method.Recipe.BatchSize) torch.CPU RunEvents.silent
               Expect.equal (outcome.Progress.Evaluations |> List.map List.length) [ 1; 2 ] "two domains evaluated"
               let mismatched = { dim with ClassNames = [| "a"; "b"; "c"; "d" |] }
               Expect.throwsT<PromptingError> (fun () -> Scenario.ofDomains [ bright; mismatched ] |> ignore) "domains must share classes"
@@ -132,7 +131,7 @@ let tests =
 
           test "a bf16 run of a prompt method completes and evaluates" {
               let cfg = config Methods.l2p
-              let outcome = run { cfg with Training = { cfg.Training with Bf16 = true; Epochs = 1 } } (tempDir ()) ignore
+              let outcome = run { cfg with Method = { cfg.Method with Recipe = { cfg.Method.Recipe with Bf16 = true; Epochs = 1 } } } (tempDir ()) ignore
               Expect.equal outcome.Progress.CompletedTasks 2 "two tasks"
               Expect.all (outcome.Progress.Evaluations |> List.concat) (fun e -> e.ClassIncremental >= 0.0 && e.ClassIncremental <= 100.0) "accuracies"
           }

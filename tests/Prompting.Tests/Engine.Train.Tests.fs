@@ -34,7 +34,7 @@ let private train (method: Method) (epochs: int) (steps: int) (stepDone: unit ->
     torch.manual_seed 3L |> ignore
     use model = PromptedModel.build method layout (Checkpoint.load (fixture "vit_depth5.safetensors") { LoadOptions.defaults with Heads = Some 2 })
     model.BeginTask 1
-    let recipe = { Recipes.forMethod method.Name with Epochs = epochs; BatchSize = 4 }
+    let recipe = { method.Recipe with Epochs = epochs; BatchSize = 4 }
     Trainer.trainTask model recipe torch.CPU steps (batches steps) 0 ignore stepDone (fun e loss _ -> epochDone e loss)
 
 let private methods = [ Methods.l2p; Methods.dualPrompt 2; codaSmall; Methods.vqPrompt; Methods.vptDeep; Methods.linear ]

@@ -8,6 +8,11 @@ open Prompting.Tests.Fixtures
 
 let private backbone () = new VisionTransformer(VitConfig.custom 32 8 5 128 2 10)
 
+/// The end of the model's current task, with the head's statistics those of `stats`.
+let private endTask (model: PromptedModel) (stats: ClassStatistics) (batchSize: int) =
+    model.Head.Statistics.Import(stats.Export())
+    model.EndTask batchSize
+
 [<Tests>]
 let tests =
     testSequenced
@@ -32,7 +37,7 @@ let tests =
               use features = torch.randn (20L, 128L)
               use labels = torch.arange(10L).repeat (2L)
               stats.Add(features, labels)
-              Lifecycle.endTask model stats 8
+              endTask model stats 8
               let protos = model.Head.get_buffer "prototypes"
               for c in 0 .. 9 do
                   let mean = stats.Mean c |> Array.map float32
@@ -60,14 +65,14 @@ let tests =
               stats.Add(means.index_select (0L, labels) + noise, labels)
               let snapshot () = [ for struct (n, p) in model.named_parameters () -> n, p.detach().clone () ]
               let before = snapshot ()
-              Lifecycle.endTask model stats 32
+              endTask model stats 32
               let after = snapshot ()
               for (n, a), (_, b) in List.zip before after do
                   if not (n.StartsWith "head.") then Expect.isTrue (sameValues a b) (sprintf "%s untouched" n)
               Expect.isTrue (before |> List.exists (fun (n, _) -> n = "head.fc.weight")) "has a head"
               model.BeginTask 1
               let before1 = snapshot ()
-              Lifecycle.endTask model stats 32
+              endTask model stats 32
               let after1 = snapshot ()
               let changed = List.zip before1 after1 |> List.filter (fun ((_, a), (_, b)) -> not (sameValues a b)) |> List.map (fst >> fst)
               Expect.equal (List.sort changed) [ "head.fc.bias"; "head.fc.weight" ] "only the head changes"

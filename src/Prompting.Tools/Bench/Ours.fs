@@ -20,8 +20,8 @@ module Ours =
         { Index = index; Count = r.BatchSize; Size = r.ImageSize; Pixels = pixels; Labels = labels; Indices = [||] }
 
     /// The recipe of the method for one epoch of synthetic batches.
-    let training (r: MeasureRequest) (methodName: string) =
-        { Recipes.forMethod methodName with Epochs = 1; BatchSize = r.BatchSize; Bf16 = r.Bf16 }
+    let training (r: MeasureRequest) (method: Method) =
+        { method.Recipe with Epochs = 1; BatchSize = r.BatchSize; Bf16 = r.Bf16 }
 
     /// Differences of per-step readings over each repeat: repeat i spans steps (W + i·K, W + (i+1)·K].
     let repeatDifferences (warmup: int) (steps: int) (repeats: int) (readings: float[]) =
@@ -102,7 +102,7 @@ module Ours =
         let pixels = Synthetic.pixels r.BatchSize r.ImageSize
         let labels = Synthetic.labels r.BatchSize first (TaskLayout.count layout r.Task)
         let total = r.Warmup + r.Steps * r.Repeats
-        let t = training r method.Name
+        let t = training r method
         // Training: the trainer itself, one epoch of `total` batches, stamped after every step.
         let stamps = ResizeArray<int64>()
         let cpuStamps = ResizeArray<float>()

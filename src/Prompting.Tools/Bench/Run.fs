@@ -137,7 +137,8 @@ module BenchRun =
 
     /// The peer's command line for one measurement.
     let peerArguments (script: string) (r: MeasureRequest) (output: string) (profileOutput: string option) =
-        let methodName = (Methods.find r.Method r.Tasks).Name
+        let method = Methods.find r.Method r.Tasks
+        let methodName = method.Name
         [ yield script
           yield "measure"
           yield! [ "--method"; methodName; "--checkpoint"; r.Checkpoint; "--heads"; string r.Heads ]
@@ -145,7 +146,7 @@ module BenchRun =
           yield! [ "--warmup"; string r.Warmup; "--steps"; string r.Steps; "--repeats"; string r.Repeats ]
           yield! [ "--device"; r.Device; "--tasks"; string r.Tasks; "--classes"; string r.Classes; "--task"; string r.Task ]
           yield! [ "--seed"; string r.Seed; "--output"; output ]
-          yield! peerOptimizer (Ours.training r methodName)
+          yield! peerOptimizer (Ours.training r method)
           if r.Bf16 then yield "--bf16"
           match r.QueryDepth with
           | Some k -> yield! [ "--query-depth"; string k ]

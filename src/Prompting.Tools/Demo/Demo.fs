@@ -33,30 +33,27 @@ module Demo =
     let runsDirectory (output: string) = Path.Combine(output, "runs")
     let reportFile (output: string) = Path.Combine(output, "report.html")
 
-    /// The run configuration of one method, with the method's own recipe except where the demo says.
-    let runConfig (s: DemoSettings) (checkpoint: string) (data: string) (methodName: string) : RunConfig =
-        let config =
-            Configure.request
-                { Method = methodName
-                  Benchmark = "fashion-mnist"
-                  Data = Some data
-                  Checkpoint = checkpoint
-                  Heads = None
-                  Tasks = Some s.Tasks
-                  Scenario = ClassIncremental
-                  Epochs = Some s.Epochs
-                  BatchSize = Some s.BatchSize
-                  LearningRate = s.LearningRates.TryFind methodName
-                  ImageSize = None
-                  ClassOrder = None
-                  TrainPerClass = Some s.TrainPerClass
-                  TestPerClass = Some s.TestPerClass
-                  Normalisation = Normalised
-                  Seed = s.Seed
-                  SkipCorrupt = false }
+    /// The run of one method, with the method's own recipe except where the demo says.
+    let runConfig (s: DemoSettings) (checkpoint: string) (data: string) (methodName: string) : PreparedRun =
+        let prepared =
+            Configure.resolve
+                { RunRequest.empty with
+                    Method = Some(MethodNamed methodName)
+                    Benchmark = Some "fashion-mnist"
+                    Data = Some data
+                    Checkpoint = Some checkpoint
+                    Tasks = Some s.Tasks
+                    Scenario = Some ClassIncremental
+                    Epochs = Some s.Epochs
+                    BatchSize = Some s.BatchSize
+                    LearningRate = s.LearningRates.TryFind methodName
+                    TrainPerClass = Some s.TrainPerClass
+                    TestPerClass = Some s.TestPerClass
+                    Seed = Some s.Seed }
+        let config = prepared.Config
         match s.Recalibration, config.Method.Recalibration with
-        | Some r, Some _ -> { config with Method = { config.Method with Recalibration = Some r } }
-        | _ -> config
+        | Some r, Some _ -> { prepared with Config = { config with Method = { config.Method with Recalibration = Some r } } }
+        | _ -> prepared
 
     /// Clears the directory of an earlier demo run of the same method, so every demo trains afresh
     /// (and a changed backbone never meets an old run). Anything else there is left alone.
@@ -83,13 +80,13 @@ module Demo =
         let pretrainSeconds = clock.Elapsed.TotalSeconds
         let summaries =
             [ for name in s.Methods ->
-                  let config = runConfig s backbone.Path data name
+                  let prepared = runConfig s backbone.Path data name
                   let dir = Path.Combine(runsDirectory o.Output, name)
                   clearRun dir
                   o.Log(sprintf "run: %s, %d tasks of %d classes, %d training images per class, %d epochs (%s)"
                           name s.Tasks (10 / s.Tasks) s.TrainPerClass s.Epochs dir)
-                  let outcome = Runs.run config dir o.Device
-                  Experiment.summary config dir outcome.Progress outcome.TrainableParameters ]
+                  let outcome = Runs.run prepared dir o.Device
+                  Experiment.summary (Run.record prepared) outcome.Progress ]
         let report = reportFile o.Output
         DemoReport.write report s backbone (taskClasses s) summaries
         { Backbone = backbone

@@ -7,12 +7,7 @@ open Prompting.Data
 open Prompting.Prompts
 
 module Evaluate =
-    /// Whether the method's choices can be scored against tasks (one pool entry per task).
-    let private taskKeyed (m: Method) =
-        m.Groups |> List.exists (fun g -> match g.Source with Keyed k -> k.TrainWithTaskId | _ -> false)
-
     let evaluateTask (model: PromptedModel) (device: torch.Device) (task: TaskData) (batches: Batch seq) =
-        let seen = int64 (TaskLayout.seen model.Layout model.Task)
         let first, count = int64 task.Classes[0], int64 task.Classes.Length
         let mutable total = 0L
         // Correct counts accumulate on the device and are read once: no host sync per batch.
@@ -26,12 +21,12 @@ module Evaluate =
             let x = Batches.pixels device batch
             let y = torch.tensor(batch.Labels).``to`` device
             let output = model.Forward(x, false)
-            let predictedSeen = (output.Logits.narrow (1, 0L, seen)).argmax 1L
+            let predictedSeen = (Loss.evaluationLogits model.Layout model.Task output.Logits).argmax 1L
             let predictedTask = (output.Logits.narrow (1, first, count)).argmax(1L) + first
             counts.select(0, 0L).add_ (predictedSeen.eq(y).sum ()) |> ignore
             counts.select(0, 1L).add_ (predictedTask.eq(y).sum ()) |> ignore
             match output.Chosen with
-            | Some c when taskKeyed model.Method -> counts.select(0, 2L).add_ ((c.select (1, 0L)).eq(taskIndex).sum ()) |> ignore
+            | Some c when Method.choosesPerTask model.Method -> counts.select(0, 2L).add_ ((c.select (1, 0L)).eq(taskIndex).sum ()) |> ignore
             | _ -> ()
             total <- total + int64 batch.Count
         let host = counts.cpu().data<int64>().ToArray()
@@ -39,4 +34,4 @@ module Evaluate =
         let pct (k: int64) = if total = 0L then nan else 100.0 * float k / float total
         ({ ClassIncremental = pct classIl
            TaskIncremental = pct taskIl
-           PromptChoice = if taskKeyed model.Method then Some(pct choice) else None }: Evaluation)
+           PromptChoice = if Method.choosesPerTask model.Method then Some(pct choice) else None }: Evaluation)

@@ -1,90 +1,12 @@
 namespace Prompting.Engine
 
 open System
-open System.Diagnostics
 open System.IO
 open TorchSharp
 open Prompting
 open Prompting.Data
 open Prompting.Vit
 open Prompting.Prompts
-
-/// A run asked for by names and values, as the CLI's flags (without a configuration file) and the
-/// C# facade give it; `Configure.request` turns it into a RunConfig.
-type RunRequest =
-    { Method: string
-      Benchmark: string
-      Data: string option
-      Checkpoint: string
-      Heads: int option
-      /// None: the benchmark's default (1 for Joint).
-      Tasks: int option
-      Scenario: ScenarioKind
-      Epochs: int option
-      BatchSize: int option
-      LearningRate: float option
-      /// None: the checkpoint's resolution.
-      ImageSize: int option
-      /// None: shuffled with the seed.
-      ClassOrder: ClassOrder option
-      TrainPerClass: int option
-      TestPerClass: int option
-      Normalisation: PixelScale
-      Seed: int
-      SkipCorrupt: bool }
-
-/// The pure steps of building a RunConfig, shared by the CLI's `run` and the C# facade.
-module Configure =
-    /// The task count when none is given: the benchmark's default, 1 for joint training.
-    let defaultTasks (scenario: ScenarioKind) (benchmark: BenchmarkInfo) =
-        if scenario = Joint then 1 else max 1 benchmark.DefaultTasks
-
-    /// The task count: `requested` or `fallback`; joint training is one task (an explicit other
-    /// count is an error).
-    let tasks (scenario: ScenarioKind) (requested: int option) (fallback: int) =
-        let tasks = defaultArg requested fallback
-        if scenario = Joint && requested.IsSome && tasks <> 1 then
-            Errors.fail "--scenario joint trains one task, but --tasks %d was given" tasks
-        if scenario = Joint then 1 else tasks
-
-    /// The recipe with the epochs, batch size and learning rate given.
-    let training (recipe: Training) (epochs: int option) (batchSize: int option) (learningRate: float option) =
-        { recipe with
-            Epochs = defaultArg epochs recipe.Epochs
-            BatchSize = defaultArg batchSize recipe.BatchSize
-            LearningRate = defaultArg learningRate recipe.LearningRate }
-
-    /// The checkpoint's own input resolution.
-    let checkpointImageSize (checkpoint: string) (heads: int option) =
-        (Checkpoint.read checkpoint heads).Config.ImageSize
-
-    /// Fails unless the checkpoint file exists.
-    let requireCheckpoint (checkpoint: string) =
-        if not (File.Exists checkpoint) then Errors.fail "%s: checkpoint not found" checkpoint
-
-    /// A RunConfig from a request, with the method's recipe: what `prompting run` builds from the
-    /// same flags without --config.
-    let request (r: RunRequest) : RunConfig =
-        let benchmark = Benchmarks.find r.Benchmark
-        let tasks = tasks r.Scenario r.Tasks (defaultTasks r.Scenario benchmark)
-        let method = Methods.find r.Method tasks
-        requireCheckpoint r.Checkpoint
-        let recipe = Recipes.forMethod method.Name
-        { Method = method
-          Benchmark = benchmark.Name
-          Data = r.Data
-          Checkpoint = r.Checkpoint
-          Heads = r.Heads
-          ImageSize = (match r.ImageSize with Some s -> s | None -> checkpointImageSize r.Checkpoint r.Heads)
-          Tasks = tasks
-          Scenario = r.Scenario
-          ClassOrder = defaultArg r.ClassOrder (Shuffled r.Seed)
-          TrainPerClass = r.TrainPerClass
-          TestPerClass = r.TestPerClass
-          Training = training recipe r.Epochs r.BatchSize r.LearningRate
-          Normalisation = r.Normalisation
-          Seed = r.Seed
-          SkipCorrupt = r.SkipCorrupt }
 
 /// How a front end presents a run: its progress, and outputs of its own after each task (the CLI
 /// and the facade add the HTML report, see Prompting.Reports).
@@ -96,30 +18,42 @@ module RunPresentation =
     /// Plain progress lines and no outputs beyond the metrics files.
     let plain = { Progress = PlainProgress.host; AfterTask = fun _ _ -> () }
 
+/// A run opened again from its directory: its record, scenario and the model after its last
+/// completed task (dispose the model).
+[<NoEquality; NoComparison>]
+type ReopenedRun =
+    { Directory: string
+      Recorded: Run.Recorded
+      Scenario: Scenario
+      Model: PromptedModel
+      /// The last task whose state was saved.
+      LastTask: int }
+
 /// A whole experiment from a RunConfig: data, scenario, training with resumption, metrics and report.
 module Experiment =
     let metricsFile dir = Path.Combine(dir, "metrics.json")
     let reportFile dir = Path.Combine(dir, "report.html")
 
     /// Validates what can be checked before any data is read.
-    let validate (c: RunConfig) =
+    let validate (run: PreparedRun) =
+        let c = run.Config
+        let recipe = c.Method.Recipe
         Benchmarks.find c.Benchmark |> ignore
         if c.Tasks < 1 then Errors.fail "--tasks %d: must be at least 1" c.Tasks
         if c.Scenario = Joint && c.Tasks <> 1 then Errors.fail "joint training is one task, but --tasks is %d" c.Tasks
-        if c.Training.Epochs < 1 then Errors.fail "--epochs %d: must be at least 1" c.Training.Epochs
-        if c.Training.BatchSize < 1 then Errors.fail "--batch-size %d: must be at least 1" c.Training.BatchSize
-        if c.Training.LearningRate <= 0.0 then Errors.fail "--lr %g: must be positive" c.Training.LearningRate
+        if recipe.Epochs < 1 then Errors.fail "--epochs %d: must be at least 1" recipe.Epochs
+        if recipe.BatchSize < 1 then Errors.fail "--batch-size %d: must be at least 1" recipe.BatchSize
+        if recipe.LearningRate <= 0.0 then Errors.fail "--lr %g: must be positive" recipe.LearningRate
         if c.ImageSize < 1 then Errors.fail "--image-size %d: must be positive" c.ImageSize
-        if c.Training.Bf16 && (c.Method.Backbone <> Frozen || c.Method.AdapterReduction.IsSome) then
+        if recipe.Bf16 && (c.Method.Backbone <> Frozen || c.Method.AdapterReduction.IsSome) then
             Errors.fail "--bf16: method %s trains backbone parts; bf16 runs the frozen backbone only" c.Method.Name
         match c.TrainPerClass, c.TestPerClass with
         | Some n, _ when n < 1 -> Errors.fail "--train-per-class %d: must be at least 1" n
         | _, Some n when n < 1 -> Errors.fail "--test-per-class %d: must be at least 1" n
         | _ -> ()
-        if not (File.Exists c.Checkpoint) then Errors.fail "%s: checkpoint not found" c.Checkpoint
         match c.Method.QueryDepth with
         | Some k ->
-            let depth = (Checkpoint.read c.Checkpoint c.Heads).Config.Depth
+            let depth = run.Checkpoint.Checkpoint.Config.Depth
             if k < 1 || k > depth then
                 Errors.fail "--query-depth %d: must be between 1 and the checkpoint's %d blocks" k depth
         | None -> ()
@@ -129,77 +63,114 @@ module Experiment =
         | None, None -> d
         | train, test -> Dataset.subset c.Seed (defaultArg train Int32.MaxValue) (defaultArg test Int32.MaxValue) d
 
-    /// Reads the benchmark's data and splits it into tasks.
+    /// Reads the benchmark's data and splits it into tasks, as the benchmark's kind says.
     let scenario (c: RunConfig) (log: string -> unit) =
         let reportSkipped (skipped: Skipped list) =
             if not skipped.IsEmpty then
                 log (sprintf "skipped %d unreadable files (--skip-corrupt), e.g. %s: %s" skipped.Length skipped.Head.Path skipped.Head.Reason)
-        match c.Benchmark with
-        | "domains" ->
-            if c.Scenario <> DomainIncremental then Errors.fail "domains: use --scenario domain (one task per domain)"
+        let benchmark = Benchmarks.find c.Benchmark
+        let options = { SkipCorrupt = c.SkipCorrupt }
+        match benchmark.Kind with
+        | ClassSplit read -> read c.Data options reportSkipped |> subset c |> Scenario.build c.Scenario c.Tasks c.ClassOrder
+        | DomainFolders ->
+            if c.Scenario <> DomainIncremental then Errors.fail "%s: use --scenario domain (one task per domain)" benchmark.Name
             let domains =
                 [ for dir in Benchmarks.domainDirectories c.Data ->
                       let domain = Benchmarks.loadNamed "imagefolder" (Some dir) c.SkipCorrupt reportSkipped |> subset c
                       { domain with Name = Path.GetFileName dir } ]
             if domains.Length <> c.Tasks then
-                Errors.fail "domains: %d domain directories but --tasks %d" domains.Length c.Tasks
+                Errors.fail "%s: %d domain directories but --tasks %d" benchmark.Name domains.Length c.Tasks
             Scenario.ofDomains domains
-        | "sequence" ->
-            let datasets = [ for name, path in Benchmarks.sequenceParts c.Data -> Benchmarks.loadNamed name path c.SkipCorrupt reportSkipped |> subset c ]
-            Scenario.ofDatasets datasets
-        | name ->
-            let dataset = Benchmarks.loadNamed name c.Data c.SkipCorrupt reportSkipped |> subset c
-            Scenario.build c.Scenario c.Tasks c.ClassOrder dataset
+        | DatasetSequence ->
+            [ for name, path in Benchmarks.sequenceParts c.Data -> Benchmarks.loadNamed name path c.SkipCorrupt reportSkipped |> subset c ]
+            |> Scenario.ofDatasets
 
-    /// Decoding and augmentation through the parallel loader, with the backbone's preprocessing.
+    /// Decoding and augmentation through the parallel loader, with the backbone's preprocessing and
+    /// the recipe's batch size and drop-last rule.
     let provider (c: RunConfig) : BatchProvider =
+        let recipe = c.Method.Recipe
         // Two batches ahead: what Runtime.noCollection budgets for while a step runs.
-        let options = { LoaderOptions.Defaults with BatchSize = c.Training.BatchSize; Seed = c.Seed; Prefetch = 2 }
+        let options = { LoaderOptions.Defaults with BatchSize = recipe.BatchSize; Seed = c.Seed; Prefetch = 2 }
         let train = Transforms.training c.Normalisation Preprocessing.augreg c.ImageSize
         let eval = Transforms.evaluation c.Normalisation Preprocessing.augreg c.ImageSize
-        { Train = fun samples epoch -> Loader.epoch { options with Shuffle = true } train samples epoch
+        let dropLast (samples: Sample[]) = recipe.DropLast && samples.Length >= recipe.BatchSize
+        { Train = fun samples epoch -> Loader.epoch { options with Shuffle = true; DropLast = dropLast samples } train samples epoch
           Eval = fun samples -> Loader.epoch options eval samples 0
-          BatchesPerEpoch = fun samples -> Loader.batchCount options samples.Length }
+          BatchesPerEpoch = fun samples -> Training.batchesPerEpoch recipe samples.Length }
 
     /// The report's view of a run.
-    let summary (c: RunConfig) (dir: string) (progress: RunProgress) (trainable: int64) =
+    let summary (recorded: Run.Recorded) (progress: RunProgress) =
         let evaluations = progress.Evaluations |> List.map Array.ofList |> Array.ofList
-        let recorded = Json.deserialize<Run.Recorded> (Run.configFile dir) (File.ReadAllText(Run.configFile dir))
-        { Method = c.Method.Name
-          Seed = c.Seed
+        { Method = recorded.Config.Method.Name
+          Seed = recorded.Config.Seed
           Metrics = Metrics.ofEvaluations evaluations
           TrainSeconds = progress.TrainSeconds
           PeakMemoryBytes = progress.PeakMemoryBytes
-          TrainableParameters = trainable
+          TrainableParameters = progress.TrainableParameters
           Checkpoint = recorded.CheckpointFile
           CheckpointSha256 = recorded.CheckpointSha256
-          ConfigJson = File.ReadAllText(Run.configFile dir) }
+          ConfigJson = Json.serialize recorded }
+
+    /// The summary of a run directory with at least one finished task.
+    let summaryOf (dir: string) =
+        let recorded = Run.readRecorded dir
+        if not (File.Exists(Run.progressFile dir)) then Errors.fail "%s: the run has not finished a task yet" dir
+        let progress = Run.readProgress dir
+        if progress.Evaluations.IsEmpty then Errors.fail "%s: the run has not finished a task yet" dir
+        summary recorded progress
 
     /// metrics.json, metrics.csv and summary.csv from the progress so far, then the front end's own
     /// outputs (the HTML report).
-    let writeOutputs (presentation: RunPresentation) (c: RunConfig) (dir: string) (progress: RunProgress) (trainable: int64) =
+    let writeOutputs (presentation: RunPresentation) (recorded: Run.Recorded) (dir: string) (progress: RunProgress) =
         if not progress.Evaluations.IsEmpty then
-            let s = summary c dir progress trainable
+            let s = summary recorded progress
             Metrics.writeJson (metricsFile dir) s.Metrics
             Metrics.writeCsv (Path.Combine(dir, "metrics.csv")) (Path.Combine(dir, "summary.csv")) s.Metrics
             presentation.AfterTask dir s
 
     /// Runs or resumes the experiment in `dir`; log lines also go to dir/log.txt.
-    let run (presentation: RunPresentation) (c: RunConfig) (dir: string) (device: torch.Device) =
-        validate c
+    let run (presentation: RunPresentation) (run: PreparedRun) (dir: string) (device: torch.Device) =
+        let c = run.Config
+        validate run
         // Before any data is read or logged: a refused resume leaves the directory untouched.
-        Run.checkResumable c dir
+        Run.checkResumable run dir
         Directory.CreateDirectory dir |> ignore
         let logPath = Run.logFile dir
         let append (line: string) = File.AppendAllText(logPath, sprintf "%s %s%s" (DateTime.Now.ToString "yyyy-MM-dd HH:mm:ss") line Environment.NewLine)
         let scenario = scenario c append
         let batches = provider c
-        let steps = scenario.Tasks |> Array.sumBy (fun t -> int64 c.Training.Epochs * int64 (batches.BatchesPerEpoch t.Train))
+        let steps = scenario.Tasks |> Array.sumBy (fun t -> int64 c.Method.Recipe.Epochs * int64 (batches.BatchesPerEpoch t.Train))
+        let recorded = Run.record run
         presentation.Progress.Run(sprintf "%s on %s" c.Method.Name c.Benchmark, steps, fun reporter ->
             let events =
                 { Message = fun line -> append line; reporter.Message line
                   Step = fun () -> reporter.Advance 1
-                  TaskDone = fun progress -> writeOutputs presentation c dir progress progress.TrainableParameters }
-            let outcome = Run.execute c dir scenario batches device events
-            writeOutputs presentation c dir outcome.Progress outcome.TrainableParameters
+                  TaskDone = fun progress -> writeOutputs presentation recorded dir progress }
+            let outcome = Run.execute run dir scenario batches device events
+            writeOutputs presentation recorded dir outcome.Progress
             outcome)
+
+    /// Opens a run again: its configuration, its data's scenario (for the class order), and the model
+    /// with the state of its last completed task. The checkpoint must be the one the run recorded.
+    let reopen (dir: string) (device: torch.Device) : ReopenedRun =
+        let recorded = Run.readRecorded dir
+        let c = recorded.Config
+        let source = RunCheckpoint.read c.Checkpoint c.Heads
+        if source.Sha256 <> recorded.CheckpointSha256 then
+            Errors.fail "%s: SHA-256 %s differs from the %s the run %s recorded" c.Checkpoint source.Sha256 recorded.CheckpointSha256 dir
+        let scenario = scenario c ignore
+        let learned =
+            [ 0 .. scenario.Tasks.Length - 1 ] |> List.filter (fun t -> File.Exists(Run.taskStateFile dir t)) |> List.tryLast
+        match learned with
+        | None -> Errors.fail "%s: no task has been completed yet" dir
+        | Some last ->
+            let model = PromptedModel.build c.Method scenario.Layout (RunCheckpoint.backbone c source)
+            try
+                TrainableState.load (Run.taskStateFile dir last) model
+                model.RestoreTask last
+                model.``to`` device |> ignore
+                model.eval ()
+                { Directory = dir; Recorded = recorded; Scenario = scenario; Model = model; LastTask = last }
+            with _ ->
+                model.Dispose()
+                reraise ()

@@ -3,11 +3,10 @@ namespace Prompting.Engine
 open System
 open System.Diagnostics
 open System.IO
-open System.Security.Cryptography
 open TorchSharp
 open Prompting
 open Prompting.Data
-open Prompting.Vit
+open Prompting.Tensors
 open Prompting.Prompts
 
 /// Where a run stands; rewritten atomically after every epoch and task, so a killed run resumes.
@@ -55,18 +54,79 @@ module Run =
     let logFile dir = Path.Combine(dir, "log.txt")
     let stateDir dir = Path.Combine(dir, "state")
     let taskStateFile dir t = Path.Combine(stateDir dir, sprintf "task-%02d.safetensors" t)
-    let statisticsFile dir = Path.Combine(stateDir dir, "class-statistics.json")
+    /// The parts' lifecycle state after task t (class statistics, ...), exact float64.
+    let lifecycleFile dir t = Path.Combine(stateDir dir, sprintf "task-%02d.lifecycle" t)
+    /// Format 1 kept one class-statistics file for the whole run; read only to resume such runs.
+    let legacyStatisticsFile dir = Path.Combine(stateDir dir, "class-statistics.json")
 
-    let sha256 (path: string) =
-        if not (File.Exists path) then Errors.fail "%s: checkpoint not found" path
-        use s = File.OpenRead path
-        Convert.ToHexString(SHA256.HashData s).ToLowerInvariant()
+    /// The run-directory format this version writes (config.json's FormatVersion). Format 1 (no
+    /// FormatVersion) kept the recipe beside the method as Config.Training; it is read as format 2.
+    [<Literal>]
+    let FormatVersion = 2
 
     /// What config.json holds: the configuration plus the checkpoint's identity.
     type Recorded =
-        { Config: RunConfig
+        { FormatVersion: int
+          Config: RunConfig
           CheckpointFile: string
           CheckpointSha256: string }
+
+    let private parseObject (path: string) (text: string) =
+        let root =
+            try Text.Json.Nodes.JsonNode.Parse(text)
+            with :? Text.Json.JsonException as e -> Errors.fail "%s: invalid configuration JSON (%s)" path e.Message
+        match root with
+        | :? Text.Json.Nodes.JsonObject as o -> o
+        | _ -> Errors.fail "%s: invalid configuration JSON (not an object)" path
+
+    /// A config.json object in the current format: format 1 moves Config.Training into
+    /// Config.Method.Recipe (without drop-last, as it trained); a newer format is refused.
+    let private upgradeObject (path: string) (o: Text.Json.Nodes.JsonObject) =
+        let version =
+            match o["FormatVersion"] with
+            | null -> 1
+            | v -> try v.GetValue<int>() with _ -> Errors.fail "%s: FormatVersion must be an integer" path
+        if version > FormatVersion then
+            Errors.fail "%s: run directory format %d is newer than this version of Prompting reads (%d)" path version FormatVersion
+        if version < 1 then Errors.fail "%s: unknown run directory format %d" path version
+        if version = 1 then
+            match o["Config"] with
+            | :? Text.Json.Nodes.JsonObject as c ->
+                match c["Training"], c["Method"] with
+                | (:? Text.Json.Nodes.JsonObject as t), (:? Text.Json.Nodes.JsonObject as m) ->
+                    c.Remove "Training" |> ignore
+                    if isNull t["DropLast"] then t["DropLast"] <- Text.Json.Nodes.JsonValue.Create false
+                    m["Recipe"] <- t
+                | _ -> ()
+            | _ -> ()
+            o["FormatVersion"] <- Text.Json.Nodes.JsonValue.Create FormatVersion
+        o
+
+    let private upgrade (path: string) (text: string) = (upgradeObject path (parseObject path text)).ToJsonString(Json.options)
+
+    /// A configuration file for `run --config`: a RunConfig, or a run directory's config.json (which
+    /// wraps one), in any supported format.
+    let readConfigFile (path: string) : RunConfig =
+        if not (File.Exists path) then Errors.fail "%s: configuration file not found" path
+        let o = parseObject path (File.ReadAllText path)
+        let wrapped =
+            if o.ContainsKey "Config" then o
+            else
+                let w = Text.Json.Nodes.JsonObject()
+                w["Config"] <- o.DeepClone()
+                w
+        Json.deserialize<RunConfig> path (((upgradeObject path wrapped)["Config"]).ToJsonString(Json.options))
+
+    /// Reads a run's config.json (any supported format).
+    let readRecorded (dir: string) =
+        let path = configFile dir
+        if not (File.Exists path) then Errors.fail "%s: not a run directory (no config.json)" dir
+        Json.deserialize<Recorded> path (upgrade path (File.ReadAllText path))
+
+    /// Reads a run's progress.json.
+    let readProgress (dir: string) =
+        let path = progressFile dir
+        Json.deserialize<RunProgress> path (File.ReadAllText path)
 
     let private emptyProgress =
         { CompletedTasks = 0; EpochsDone = 0; Evaluations = []; EpochLosses = []
@@ -74,15 +134,18 @@ module Run =
 
     let private writeText path (text: string) = Files.writeAtomic path (fun tmp -> File.WriteAllText(tmp, text))
 
-    let private recordedJson (config: RunConfig) =
-        Json.serialize
-            { Config = config
-              CheckpointFile = Path.GetFileName config.Checkpoint
-              CheckpointSha256 = sha256 config.Checkpoint }
+    /// What config.json records for a prepared run.
+    let record (run: PreparedRun) =
+        { FormatVersion = FormatVersion
+          Config = run.Config
+          CheckpointFile = Path.GetFileName run.Config.Checkpoint
+          CheckpointSha256 = run.Checkpoint.Sha256 }
+
+    let private recordedJson (run: PreparedRun) = Json.serialize (record run)
 
     let private refuseDifferent (dir: string) (json: string) =
         if File.Exists(configFile dir) then
-            let existing = File.ReadAllText(configFile dir)
+            let existing = upgrade (configFile dir) (File.ReadAllText(configFile dir))
             match Json.differences existing json with
             | [] -> ()
             | diffs ->
@@ -90,18 +153,16 @@ module Run =
                     dir (String.Join("; ", diffs |> List.truncate 6))
 
     /// Fails, touching nothing, when `dir` holds a run made with a different configuration.
-    let checkResumable (config: RunConfig) (dir: string) = refuseDifferent dir (recordedJson config)
+    let checkResumable (run: PreparedRun) (dir: string) = refuseDifferent dir (recordedJson run)
 
     /// Creates the run directory, or checks that an existing one was made with the same
     /// configuration; returns the progress to resume from.
-    let prepare (config: RunConfig) (dir: string) =
-        let json = recordedJson config
+    let prepare (run: PreparedRun) (dir: string) =
+        let json = recordedJson run
         refuseDifferent dir json
         Directory.CreateDirectory(stateDir dir) |> ignore
         if not (File.Exists(configFile dir)) then writeText (configFile dir) json
-        if File.Exists(progressFile dir) then
-            Json.deserialize<RunProgress> (progressFile dir) (File.ReadAllText(progressFile dir))
-        else emptyProgress
+        if File.Exists(progressFile dir) then readProgress dir else emptyProgress
 
     let private seedFor (config: RunConfig) (task: int) (epoch: int) =
         int64 config.Seed * 1_000_003L + int64 task * 1_009L + int64 epoch
@@ -117,32 +178,51 @@ module Run =
         | _, [] -> losses @ [ [ loss ] ]
         | _, current :: earlier -> List.rev earlier @ [ current @ [ loss ] ]
 
-    let private saveStatistics dir (stats: ClassStatistics) =
-        writeText (statisticsFile dir) (Json.serialize (stats.Export()))
+    /// The parts' lifecycle state as it was after task t (nothing before the first task).
+    let private restoreLifecycle (dir: string) (model: PromptedModel) (t: int) =
+        let file = lifecycleFile dir t
+        if File.Exists file then model.RestoreLifecycleState(ExactFile.read file)
+        elif File.Exists(legacyStatisticsFile dir) then
+            let path = legacyStatisticsFile dir
+            let stats = ClassStatistics()
+            stats.Import(Json.deserialize<(int * int * float[] * float[]) list> path (File.ReadAllText path))
+            model.RestoreLifecycleState [ for key, value in stats.ToExact() -> "head." + key, value ]
 
-    let private loadStatistics dir (stats: ClassStatistics) =
-        if File.Exists(statisticsFile dir) then
-            stats.Import(Json.deserialize<(int * int * float[] * float[]) list> (statisticsFile dir) (File.ReadAllText(statisticsFile dir)))
+    /// The end of a task as its parts declared it: a feature pass over the task's training data when
+    /// one asks for it, then every part's EndTask (prototypes, head recalibration, ...).
+    let private endTask (config: RunConfig) (model: PromptedModel) (task: TaskData) (batches: BatchProvider) (device: torch.Device) =
+        if model.AtTaskEnd = FeaturePass then
+            // Only the feature pass runs without gradients: a part's EndTask may train (the head).
+            use _ = torch.no_grad ()
+            model.eval ()
+            for batch in batches.Eval task.Train do
+                use _ = Runtime.noCollection (Runtime.stepBudget batch.Count batch.Size 4)
+                use scope = torch.NewDisposeScope()
+                let x = Batches.pixels device batch
+                let output = model.Forward(x, false)
+                model.ObserveFeatures(output.Features, torch.tensor batch.Labels)
+        torch.manual_seed (seedFor config task.Index 100_000) |> ignore
+        model.EndTask config.Method.Recipe.BatchSize
 
     /// Runs (or resumes) every task: train, end-of-task lifecycle, save state, evaluate all seen tasks.
-    let execute (config: RunConfig) (dir: string) (scenario: Scenario) (batches: BatchProvider)
+    let execute (run: PreparedRun) (dir: string) (scenario: Scenario) (batches: BatchProvider)
                 (device: torch.Device) (events: RunEvents) =
+        let config = run.Config
+        let recipe = config.Method.Recipe
         let log = events.Message
-        let mutable progress = prepare config dir
+        let mutable progress = prepare run dir
         let saveProgress () = writeText (progressFile dir) (Json.serialize progress)
         torch.manual_seed (int64 config.Seed) |> ignore
-        let backbone =
-            Checkpoint.load config.Checkpoint { ImageSize = Some config.ImageSize; Heads = config.Heads; Classes = None }
+        let backbone = RunCheckpoint.backbone config run.Checkpoint
         use model = PromptedModel.build config.Method scenario.Layout backbone
         model.``to`` device |> ignore
-        if config.Training.Bf16 then model.SetComputeType torch.bfloat16
+        if recipe.Bf16 then model.SetComputeType torch.bfloat16
         let trainable = model.TrainableParameters() |> List.sumBy (fun (_, p) -> p.numel ())
         progress <- { progress with TrainableParameters = trainable }
-        let stats = ClassStatistics()
-        loadStatistics dir stats
         // Resume: the state of the last completed task, then that of the last finished epoch.
         if progress.CompletedTasks > 0 then
             TrainableState.load (taskStateFile dir (progress.CompletedTasks - 1)) model
+            restoreLifecycle dir model (progress.CompletedTasks - 1)
         let tasks = scenario.Tasks.Length
         for t in progress.CompletedTasks .. tasks - 1 do
             let task = scenario.Tasks[t]
@@ -184,27 +264,17 @@ module Run =
                     if p <> stateName && not (List.contains p optimizerNames) then try File.Delete(Path.Combine(dir, p)) with _ -> ()
                 // Methods without trainable parameters (SimpleCIL) take no gradient steps: no loss to show.
                 let lossText = if Double.IsNaN loss then "no gradient steps" else sprintf "loss %.4f" loss
-                log (sprintf "task %d epoch %d/%d: %s" (t + 1) (epoch + 1) config.Training.Epochs lossText)
+                log (sprintf "task %d epoch %d/%d: %s" (t + 1) (epoch + 1) recipe.Epochs lossText)
                 torch.manual_seed (seedFor config t (epoch + 1)) |> ignore
             torch.manual_seed (seedFor config t firstEpoch) |> ignore
-            Trainer.trainTask model config.Training device (batches.BatchesPerEpoch task.Train)
+            Trainer.trainTask model recipe device (batches.BatchesPerEpoch task.Train)
                 (fun epoch -> batches.Train task.Train epoch) firstEpoch restore events.Step epochDone
-            // End of task: class statistics of the prompted features (VQ-Prompt, SimpleCIL).
-            if model.Method.Head = PrototypeHead || model.Method.Recalibration.IsSome then
-                // Only the statistics pass runs without gradients: the head retraining of
-                // Lifecycle.endTask (VQ-Prompt's recalibration) needs them.
-                do
-                    use _ = torch.no_grad ()
-                    model.eval ()
-                    for batch in batches.Eval task.Train do
-                        use _ = Runtime.noCollection (Runtime.stepBudget batch.Count batch.Size 4)
-                        use scope = torch.NewDisposeScope()
-                        let x = Batches.pixels device batch
-                        let output = model.Forward(x, false)
-                        stats.Add(output.Features, torch.tensor batch.Labels)
-                torch.manual_seed (seedFor config t 100_000) |> ignore
-                Lifecycle.endTask model stats config.Training.BatchSize
-                saveStatistics dir stats
+            // The end-of-task pass starts from the lifecycle state of task t − 1 (restored above on a
+            // resume), so a kill anywhere before the progress write below redoes it exactly.
+            endTask config model task batches device
+            match model.LifecycleState() with
+            | [] -> ()
+            | state -> ExactFile.write (lifecycleFile dir t) state
             TrainableState.save (taskStateFile dir t) model
             let results = [ for j in 0 .. t -> Evaluate.evaluateTask model device scenario.Tasks[j] (batches.Eval scenario.Tasks[j].Test) ]
             let row (f: Evaluation -> float) = results |> List.map f

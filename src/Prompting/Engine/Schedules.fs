@@ -9,8 +9,7 @@ open Prompting.Prompts
 /// Learning-rate schedules and optimisers from the pure Training record.
 module Schedules =
     /// The base rate, scaled by batch / 256 when the recipe says so.
-    let baseRate (t: Training) =
-        if t.ScaleByBatch then t.LearningRate * float t.BatchSize / 256.0 else t.LearningRate
+    let baseRate (t: Training) = Training.baseRate t
 
     /// The rate at (epoch, iteration within it) for a task of `perEpoch` iterations.
     let rateAt (t: Training) (rate: float) (epoch: int) (iteration: int) (perEpoch: int) =
@@ -30,6 +29,8 @@ module Schedules =
             if float epoch < float warmup then
                 rate * (float (epoch * perEpoch + iteration + 1) / float (warmup * perEpoch))
             else cosine final (float warmup)
+        | QuarterCosine ->
+            if t.Epochs <= 1 then rate else rate * cos (99.0 * Math.PI * position / (200.0 * float (t.Epochs - 1)))
 
     let optimizer (t: Training) (parameters: Modules.Parameter seq) (rate: float) : torch.optim.Optimizer =
         let ps = Array.ofSeq parameters

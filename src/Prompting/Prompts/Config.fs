@@ -150,10 +150,13 @@ type HeadRecalibration =
       WeightDecay: float
       VarianceFloor: float }
 
-/// A prompt method: pure configuration, no tensors. `Method.build` turns it into a model.
+/// A method: pure configuration, no tensors, its training recipe included. `PromptedModel.build`
+/// turns it into a model; the engine trains it with `Recipe`. The name is for lookup and display only.
 type Method =
     { Name: string
       Description: string
+      /// How the method trains (optimiser, rates, schedule, epochs, batch, clipping, drop-last).
+      Recipe: Training
       Groups: PromptGroup list
       HeadInput: HeadInput
       Head: HeadKind
@@ -171,6 +174,11 @@ type Method =
       QueryDepth: int option }
 
 module Method =
+    /// Whether the method's prompt choices can be scored against tasks (one pool entry per task,
+    /// trained with the task id): the prompt-choice accuracy is reported for these.
+    let choosesPerTask (m: Method) =
+        m.Groups |> List.exists (fun g -> match g.Source with Keyed k -> k.TrainWithTaskId | _ -> false)
+
     /// Whether some prompt source reads the query (everything but static prompts).
     let readsQuery (m: Method) =
         m.Groups |> List.exists (fun g -> match g.Source with Static -> false | _ -> true)

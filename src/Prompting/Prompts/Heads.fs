@@ -3,8 +3,54 @@ namespace Prompting.Prompts
 open TorchSharp
 open Prompting
 
-/// The classifier of a prompted model.
-type ClassifierHead(kind: HeadKind, width: int, classes: int, vptInit: bool) as this =
+/// Head calibration from class statistics: VQ-Prompt's recalibration of a trained head.
+module HeadCalibration =
+    /// Retrains only the head on features sampled from N(μ_c, diag σ²_c + floor·I) for every class
+    /// seen so far: AdamW, cosine learning rate from `LearningRate` to `FinalLearningRate` per iteration.
+    let retrainHead (config: HeadRecalibration) (batchSize: int) (seen: int) (head: torch.nn.Module<torch.Tensor, torch.Tensor>) (stats: ClassStatistics) =
+        let classes = stats.Classes |> Array.ofList
+        if classes.Length > 0 then
+            let d = int64 (stats.Mean classes[0]).Length
+            let device = head.parameters() |> Seq.head |> fun p -> p.device
+            let means = torch.tensor(classes |> Array.collect (fun c -> stats.Mean c |> Array.map float32), System.ReadOnlySpan<int64> [| int64 classes.Length; d |]).``to`` device
+            let stds =
+                torch.tensor(classes |> Array.collect (fun c -> stats.Variance c |> Array.map (fun v -> float32 (sqrt (v + config.VarianceFloor)))), System.ReadOnlySpan<int64> [| int64 classes.Length; d |]).``to`` device
+            let perEpoch = classes.Length * config.SamplesPerClass
+            let iterations = config.Epochs * ((perEpoch + batchSize - 1) / batchSize)
+            let parameters = head.parameters () |> Seq.filter (fun p -> p.requires_grad) |> Array.ofSeq
+            use optimizer = torch.optim.AdamW(parameters, lr = config.LearningRate, weight_decay = config.WeightDecay)
+            let labelsOfClass = torch.tensor(classes |> Array.map int64, device = device)
+            let mutable step = 0
+            for _ in 1 .. config.Epochs do
+                use scope = torch.NewDisposeScope()
+                let rows = torch.arange(int64 classes.Length, device = device).repeat_interleave (int64 config.SamplesPerClass)
+                let order = torch.randperm (int64 perEpoch, device = device)
+                let shuffled = rows.index_select (0L, order)
+                let mutable start = 0L
+                while start < int64 perEpoch do
+                    use batchScope = torch.NewDisposeScope()
+                    let n = min (int64 batchSize) (int64 perEpoch - start)
+                    let which = shuffled.narrow (0, start, n)
+                    let samples = means.index_select (0L, which) + stds.index_select (0L, which) * torch.randn (n, d, device = device)
+                    let labels = labelsOfClass.index_select (0L, which)
+                    let logits = (head.forward samples).narrow (1, 0L, int64 seen)
+                    let loss = torch.nn.functional.cross_entropy (logits, labels)
+                    let progress = float step / float (max 1 (iterations - 1))
+                    let lr = config.FinalLearningRate + 0.5 * (config.LearningRate - config.FinalLearningRate) * (1.0 + cos (System.Math.PI * progress))
+                    for g in optimizer.ParamGroups do g.LearningRate <- lr
+                    optimizer.zero_grad ()
+                    loss.backward ()
+                    optimizer.step () |> ignore
+                    step <- step + 1
+                    start <- start + n
+            means.Dispose()
+            stds.Dispose()
+            labelsOfClass.Dispose()
+
+/// The classifier of a prompted model. It owns its end-of-task lifecycle: a prototype head (SimpleCIL)
+/// and a recalibrated head (VQ-Prompt) keep class statistics of the features over every task seen,
+/// gathered in the engine's feature pass, and set or retrain themselves from them.
+type ClassifierHead(kind: HeadKind, width: int, classes: int, vptInit: bool, recalibration: HeadRecalibration option) as this =
     inherit torch.nn.Module<torch.Tensor, torch.Tensor>("ClassifierHead")
     let d, c = int64 width, int64 classes
     let hidden =
@@ -32,7 +78,34 @@ type ClassifierHead(kind: HeadKind, width: int, classes: int, vptInit: bool) as 
             fc.bias.fill_ ((-(log ((1.0 - 0.01) / 0.01))).ToScalar()) |> ignore
         | _ -> ()
 
+    let statistics = ClassStatistics()
+    let needsStatistics = kind = PrototypeHead || recalibration.IsSome
+
     member _.Kind = kind
+
+    /// Per-class feature statistics of every task so far (empty unless the head needs them).
+    member _.Statistics = statistics
+
+    interface ITaskPart with
+        member _.BeginTask _ = ()
+        member _.AtTaskEnd = if needsStatistics then FeaturePass else NothingAtTaskEnd
+        member _.ObserveFeatures(features, labels) = if needsStatistics then statistics.Add(features, labels)
+        member this.EndTask(ending) =
+            if kind = PrototypeHead then this.SetPrototypesFrom statistics
+            match recalibration with
+            | Some config when ending.Task >= 1 ->
+                HeadCalibration.retrainHead config ending.BatchSize ending.SeenClasses this statistics
+            | _ -> ()
+        member _.LifecycleState() = if needsStatistics then statistics.ToExact() else []
+        member _.RestoreLifecycleState state = statistics.LoadExact state
+
+    /// SimpleCIL: the rows of every class in `stats` become its unit mean feature.
+    member this.SetPrototypesFrom(stats: ClassStatistics) =
+        let ids = stats.Classes |> Array.ofList
+        if ids.Length > 0 then
+            let means = ids |> Array.collect (fun c -> stats.Mean c |> Array.map float32)
+            use m = torch.tensor (means, System.ReadOnlySpan<int64> [| int64 ids.Length; int64 width |])
+            this.SetPrototypes(ids |> Array.map int64, m)
 
     /// Replaces the prototypes of `classIds` with the given mean features (SimpleCIL).
     member this.SetPrototypes(classIds: int64[], means: torch.Tensor) =

@@ -5,9 +5,48 @@ open Prompting
 /// The published methods and baselines as values of the algebra, with their reference defaults.
 /// Pool sizes that equal the number of tasks are why these are functions of `tasks`.
 module Methods =
+    /// The references' training recipes, as data; each method below carries one.
+    module Recipes =
+        /// L2P (PyTorch port): Adam, constant 0.03 scaled by batch / 256, clip 1.0, 5 epochs of 128.
+        let l2p = { Training.defaults with LearningRate = 0.03; ScaleByBatch = true; GradientClip = Some 1.0 }
+
+        /// DualPrompt: Adam, constant 0.005 scaled by batch / 256, 5 epochs of 128.
+        let dualPrompt = { Training.defaults with LearningRate = 0.005; ScaleByBatch = true }
+
+        /// The CODA-Prompt repository (CODA-P, and its L2P++ and DualPrompt runs): Adam 1e-3, its
+        /// quarter-cosine CosineSchedule per epoch, 20 epochs of 128 (CIFAR-100), drop_last loaders.
+        let codaRepository = { Training.defaults with Epochs = 20; Schedule = QuarterCosine; DropLast = true }
+
+        /// VQ-Prompt: AdamW, prompts 0.0125 / head 0.0025, weight decay 0, per-iteration cosine to 1e-6
+        /// (a fraction of the base rate), 20 epochs of 128. The official short constant warm-up at 1e-6
+        /// is not modelled.
+        let vqPrompt =
+            { Training.defaults with
+                Epochs = 20
+                LearningRate = 0.0125
+                HeadLearningRate = Some 0.0025
+                Optimizer = AdamW
+                Schedule = Cosine(1e-6 / 0.0125)
+                ScheduleUnit = PerIteration }
+
+        /// VPT: SGD momentum 0.9, base 0.25 scaled by batch / 256, weight decay 1e-3, 10 warm-up
+        /// epochs then cosine over 100.
+        let vpt =
+            { Training.defaults with
+                Epochs = 100
+                LearningRate = 0.25
+                ScaleByBatch = true
+                Optimizer = Sgd 0.9
+                WeightDecay = 0.001
+                Schedule = WarmupCosine(10, 0.0) }
+
+        /// Baselines that train backbone weights: Adam 1e-4.
+        let backbone = { Training.defaults with LearningRate = 1e-4 }
+
     let private plain name description =
         { Name = name
           Description = description
+          Recipe = Training.defaults
           Groups = []
           HeadInput = ClassToken
           Head = LinearHead
@@ -34,7 +73,8 @@ module Methods =
             Groups =
                 [ { Name = "vpt"; Layers = Only [ 0 ]; Length = 10; Insertion = PromptTokens(AfterClassToken, false)
                     Source = Static; Init = VptUniform; Dropout = 0.0 } ]
-            VptHeadInit = true }
+            VptHeadInit = true
+            Recipe = Recipes.vpt }
 
     let vptDeep =
         { plain "vpt-deep" "VPT-deep: 10 fresh prompt tokens before every block, prompt dropout 0.1"
@@ -42,7 +82,8 @@ module Methods =
             Groups =
                 [ { Name = "vpt"; Layers = AllLayers; Length = 10; Insertion = PromptTokens(AfterClassToken, false)
                     Source = Static; Init = VptUniform; Dropout = 0.1 } ]
-            VptHeadInit = true }
+            VptHeadInit = true
+            Recipe = Recipes.vpt }
 
     /// L2P as the PyTorch port computes it: [CLS, P, patches] with CLS's position embedding on the
     /// prompts, head on the mean of the prompt outputs, pull weight 0.1 (the paper uses 0.5).
@@ -53,7 +94,8 @@ module Methods =
                 [ { Name = "pool"; Layers = Only [ 0 ]; Length = 5; Insertion = PromptTokens(AfterClassToken, true)
                     Source = Keyed(keyed 10 5); Init = Uniform(-1.0, 1.0); Dropout = 0.0 } ]
             HeadInput = PromptMean
-            TrainingLogits = CurrentTaskClasses }
+            TrainingLogits = CurrentTaskClasses
+            Recipe = Recipes.l2p }
 
     /// L2P as the original JAX code lays it out: [P, CLS, patches], no position embedding on prompts.
     let l2pJax =
@@ -74,7 +116,8 @@ module Methods =
                 [ { Name = "pool"; Layers = Only [ 0 ]; Length = 20; Insertion = PrefixTokens SplitHalves
                     Source = Keyed { keyed 30 5 with PullLoss = OneMinusCosineSummed; PullWeight = 1.0 }
                     Init = Uniform(0.0, 1.0); Dropout = 0.0 } ]
-            TrainingLogits = CurrentTaskClasses }
+            TrainingLogits = CurrentTaskClasses
+            Recipe = Recipes.codaRepository }
 
     /// DualPrompt as the original (JAX) code: separate K and V prefixes of length 5, G at 0–1,
     /// E at 2–4 with one entry per task chosen once for all layers, the true task id while training.
@@ -93,7 +136,8 @@ module Methods =
                               PullLoss = OneMinusCosine
                               PullWeight = 1.0 }
                     Init = Uniform(-1.0, 1.0); Dropout = 0.0 } ]
-            TrainingLogits = CurrentTaskClasses }
+            TrainingLogits = CurrentTaskClasses
+            Recipe = Recipes.dualPrompt }
 
     /// DualPrompt as the CODA-Prompt repository has it: G length 6 (3 + 3), E pool 10 of length 20
     /// (10 + 10) with a key set per layer chosen independently, no copying, U(0, 1) init.
@@ -112,7 +156,8 @@ module Methods =
                               PullLoss = OneMinusCosineSummed
                               PullWeight = 1.0 }
                     Init = Uniform(0.0, 1.0); Dropout = 0.0 } ]
-            TrainingLogits = CurrentTaskClasses }
+            TrainingLogits = CurrentTaskClasses
+            Recipe = Recipes.codaRepository }
 
     let codaPrompt =
         { plain "coda-prompt" "CODA-Prompt: 100 components of length 8 at layers 0-4, alpha = cos(q * A, K)"
@@ -121,7 +166,8 @@ module Methods =
                 [ { Name = "coda"; Layers = Only [ 0 .. 4 ]; Length = 8; Insertion = PrefixTokens SplitHalves
                     Source = Components { Components = 100; OrthogonalityWeight = 0.0 }
                     Init = GramSchmidt; Dropout = 0.0 } ]
-            TrainingLogits = CurrentTaskClasses }
+            TrainingLogits = CurrentTaskClasses
+            Recipe = Recipes.codaRepository }
 
     let vqPrompt =
         { plain "vq-prompt" "VQ-Prompt: pool 10 of length 8 at layers 0-4, quantised with a straight-through estimator"
@@ -131,6 +177,7 @@ module Methods =
                     Source = Quantised { PoolSize = 10; Temperature = 1.0; ContinuousWeight = 0.4; DiscreteWeight = 0.1 }
                     Init = Uniform(0.0, 1.0); Dropout = 0.0 } ]
             TrainingLogits = CurrentTaskClasses
+            Recipe = Recipes.vqPrompt
             Recalibration =
                 Some
                     { Epochs = 10
@@ -158,17 +205,21 @@ module Methods =
             Name = "vpt-deep-pool"
             Description = "Hybrid: VPT-deep whose per-layer prompts are picked from a keyed pool of 10 (top-1)"
             Groups = [ { vptDeep.Groups.Head with Source = Keyed(keyed 10 1); Dropout = 0.0 } ]
-            TrainingLogits = CurrentTaskClasses }
+            TrainingLogits = CurrentTaskClasses
+            Recipe = Recipes.l2p }
 
     let linear = plain "linear" "Linear probe: head only"
-    let full = { plain "full" "Full fine-tuning" with Backbone = FullBackbone }
-    let partial k = { plain (sprintf "partial-%d" k) (sprintf "Partial-%d: last %d blocks and the final norm" k k) with Backbone = LastBlocks k }
+    let full = { plain "full" "Full fine-tuning" with Backbone = FullBackbone; Recipe = Recipes.backbone }
+    let partial k =
+        { plain (sprintf "partial-%d" k) (sprintf "Partial-%d: last %d blocks and the final norm" k k) with
+            Backbone = LastBlocks k
+            Recipe = Recipes.backbone }
     let mlp k = { plain (sprintf "mlp-%d" k) (sprintf "Mlp-%d: head with %d hidden layers of width D" k k) with Head = MlpHead k }
     let bias = { plain "bias" "BitFit: every bias term" with Backbone = BiasTerms }
     let adapter = { plain "adapter" "Adapter after each MLP, reduction 8" with AdapterReduction = Some 8 }
-    let sequential = { plain "sequential" "Sequential fine-tuning (continual lower bound)" with Backbone = FullBackbone }
+    let sequential = { plain "sequential" "Sequential fine-tuning (continual lower bound)" with Backbone = FullBackbone; Recipe = Recipes.backbone }
     let simpleCil = { plain "simplecil" "SimpleCIL: frozen backbone, class-mean cosine head, no training" with Head = PrototypeHead }
-    let joint = { plain "joint" "Joint training on all classes (upper bound)" with Backbone = FullBackbone }
+    let joint = { plain "joint" "Joint training on all classes (upper bound)" with Backbone = FullBackbone; Recipe = Recipes.backbone }
 
     /// Every named method for a sequence of `tasks` tasks, in display order.
     let all tasks =

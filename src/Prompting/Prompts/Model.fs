@@ -3,6 +3,7 @@ namespace Prompting.Prompts
 open TorchSharp
 open Prompting
 open Prompting.Vit
+open Prompting.Tensors
 
 /// The classes of each task, contiguous in task order: task t owns [offset t, offset t + count t).
 /// With SharedClasses (domain-incremental) every task has all the classes.
@@ -83,7 +84,7 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
         | Components _ -> new ComponentSource(shapeOf g)
         | Quantised _ -> new QuantisedSource(shapeOf g)
     let groups = new PromptGroups([ for g in method.Groups -> g, makeSource g ])
-    let head = new ClassifierHead(method.Head, c.Width, TaskLayout.total layout, method.VptHeadInit)
+    let head = new ClassifierHead(method.Head, c.Width, TaskLayout.total layout, method.VptHeadInit, method.Recalibration)
     let adapters = method.AdapterReduction |> Option.map (fun r -> new Adapters(c.Width, c.Depth, r))
     let needsQuery = groups.Sources |> List.exists (fun (_, s) -> s.NeedsQuery)
     /// Blocks of the un-prompted backbone the query pass runs (all of them in the references).
@@ -126,11 +127,40 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
     /// The task being learned (or last learned).
     member _.Task = task
 
+    /// The parts with a per-task lifecycle under their state names: the prompt sources, then the head.
+    member _.Parts: (string * ITaskPart) list =
+        [ for g, s in groups.Sources -> "prompts." + g.Name, s :> ITaskPart ] @ [ "head", head :> ITaskPart ]
+
     /// Lifecycle: task `t` begins (prompt copying, Gram–Schmidt initialisation of new components).
-    member _.BeginTask(t: int) =
+    member this.BeginTask(t: int) =
         if t < 0 || t >= TaskLayout.tasks layout then Errors.fail "task %d is outside 0..%d" t (TaskLayout.tasks layout - 1)
         task <- t
-        for _, s in groups.Sources do s.BeginTask t
+        for _, part in this.Parts do part.BeginTask t
+
+    /// What the parts ask of the engine once the task's training is done.
+    member this.AtTaskEnd =
+        if this.Parts |> List.exists (fun (_, p) -> p.AtTaskEnd = FeaturePass) then FeaturePass else NothingAtTaskEnd
+
+    /// Hands features (B, D) and labels (B) of the feature pass to the parts that asked for it.
+    member this.ObserveFeatures(features: torch.Tensor, labels: torch.Tensor) =
+        for _, part in this.Parts do
+            if part.AtTaskEnd = FeaturePass then part.ObserveFeatures(features, labels)
+
+    /// Lifecycle: the current task's training (and feature pass) is done.
+    member this.EndTask(batchSize: int) =
+        let ending = { Task = task; SeenClasses = TaskLayout.seen layout task; BatchSize = batchSize }
+        for _, part in this.Parts do part.EndTask ending
+
+    /// Every part's state kept across tasks, named "<part>.<name>" (saved with each task).
+    member this.LifecycleState() =
+        [ for name, part in this.Parts do
+              for key, t in part.LifecycleState() -> name + "." + key, t ]
+
+    /// Restores what LifecycleState returned; parts missing from `state` start afresh.
+    member this.RestoreLifecycleState(state: (string * ExactTensor) list) =
+        for name, part in this.Parts do
+            let prefix = name + "."
+            part.RestoreLifecycleState [ for key, t in state do if key.StartsWith prefix then yield key.Substring prefix.Length, t ]
 
     /// Sets the task without lifecycle effects (used when restoring saved state).
     member _.RestoreTask(t: int) = task <- t

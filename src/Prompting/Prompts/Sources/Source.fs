@@ -3,6 +3,7 @@ namespace Prompting.Prompts
 open System.Collections.Generic
 open TorchSharp
 open Prompting
+open Prompting.Tensors
 
 /// What a prompt source needs for one forward pass.
 [<NoEquality; NoComparison>]
@@ -42,7 +43,9 @@ type ParameterSet(name: string) =
         this.register_parameter (key, torch.nn.Parameter(value))
     member this.Item(key: string) = this.get_parameter key
 
-/// A source of prompts for one group: per-layer parameters plus its selection rule.
+/// A source of prompts for one group: per-layer parameters plus its selection rule. Its lifecycle
+/// (ITaskPart) defaults to nothing beyond BeginTask; a source that needs an end-of-task pass or keeps
+/// state across tasks overrides the members it needs.
 [<AbstractClass>]
 type PromptSourceModule(name: string) =
     inherit torch.nn.Module(name)
@@ -50,8 +53,26 @@ type PromptSourceModule(name: string) =
     /// Lifecycle hook when task `task` begins (copying, Gram–Schmidt initialisation, ...).
     abstract BeginTask: task: int -> unit
     default _.BeginTask _ = ()
+    abstract AtTaskEnd: EndOfTaskNeeds
+    default _.AtTaskEnd = NothingAtTaskEnd
+    abstract ObserveFeatures: features: torch.Tensor * labels: torch.Tensor -> unit
+    default _.ObserveFeatures(_, _) = ()
+    abstract EndTask: TaskEnd -> unit
+    default _.EndTask _ = ()
+    abstract LifecycleState: unit -> (string * ExactTensor) list
+    default _.LifecycleState() = []
+    abstract RestoreLifecycleState: (string * ExactTensor) list -> unit
+    default _.RestoreLifecycleState _ = ()
     /// Whether this source reads the query.
     abstract NeedsQuery: bool
+
+    interface ITaskPart with
+        member this.BeginTask task = this.BeginTask task
+        member this.AtTaskEnd = this.AtTaskEnd
+        member this.ObserveFeatures(features, labels) = this.ObserveFeatures(features, labels)
+        member this.EndTask ending = this.EndTask ending
+        member this.LifecycleState() = this.LifecycleState()
+        member this.RestoreLifecycleState state = this.RestoreLifecycleState state
 
 module Sources =
     let layerName (layer: int) = sprintf "layer%d" layer
