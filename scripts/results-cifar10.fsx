@@ -161,10 +161,7 @@ let private runOne (o: Options) (methodName: string) (seed: int) =
     dir
 
 /// A finished run directory as the report sees it (the run's own recorded peak memory and time).
-let private summaryOf (dir: string) =
-    let recorded = Json.deserialize<Run.Recorded> (Run.configFile dir) (File.ReadAllText(Run.configFile dir))
-    let progress = Json.deserialize<RunProgress> (Run.progressFile dir) (File.ReadAllText(Run.progressFile dir))
-    Experiment.summary recorded.Config dir progress progress.TrainableParameters
+let private summaryOf (dir: string) = Experiment.summaryOf dir
 
 let header = [ "method"; "seeds"; "A_N (%)"; "F_N"; "task-IL A_N (%)"; "train time (s)"; "peak RSS"; "trainable params" ]
 

@@ -232,7 +232,7 @@ let tests =
               use doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(out, "config.json")))
               let config = doc.RootElement.GetProperty "Config"
               Expect.equal (config.GetProperty("Method").GetProperty("QueryDepth").GetInt32()) 1 "query depth recorded"
-              Expect.isTrue (config.GetProperty("Training").GetProperty("Bf16").GetBoolean()) "bf16 recorded"
+              Expect.isTrue (config.GetProperty("Method").GetProperty("Recipe").GetProperty("Bf16").GetBoolean()) "bf16 recorded"
               Expect.equal (matrix out).Length 2 "the run finished"
           }
 

@@ -155,7 +155,7 @@ let tests =
               let code, out, err = runCli [ "benchmarks"; "--names-only" ]
               Expect.equal code 0 err
               Expect.equal (out.Split('\n', StringSplitOptions.RemoveEmptyEntries) |> Array.map (fun l -> l.Trim()))
-                  [| "imagefolder"; "cifar10"; "cifar100"; "fashion-mnist"; "domains"; "sequence" |] "names"
+                  [| "imagefolder"; "cifar10"; "cifar100"; "fashion-mnist"; "imagenet-r"; "domains"; "sequence" |] "names"
               let code2, out2, _ = runCli [ "benchmarks" ]
               Expect.equal code2 0 "plain listing"
               Expect.stringContains out2 "--data" "explains the data each takes"

@@ -9,6 +9,7 @@ open Prompting.Data
 open Prompting.Vit
 open Prompting.Prompts
 open Prompting.Engine
+open Prompting.Tensors
 open Prompting.Tests.Fixtures
 
 /// Four colour-coded classes of 16×16 images with a little seeded noise.
@@ -70,7 +71,134 @@ let tests =
     testSequenced
     <| testList
         "engine"
-        [ test "configuration survives JSON" {
+        [ test "a method composed outside the core trains with its own recipe, whatever its name" {
+              let recipe = { Training.defaults with Epochs = 3; BatchSize = 5; LearningRate = 0.02 }
+              let composed = { Methods.linear with Name = "my-probe"; Recipe = recipe }
+              let outcome = run { config Methods.linear with Method = composed } (tempDir ()) ignore
+              Expect.equal (outcome.Progress.EpochLosses |> List.map List.length) [ 3; 3 ] "the recipe's 3 epochs per task"
+              let prepared =
+                  Configure.resolve
+                      { RunRequest.empty with
+                          Method = Some(MethodValue composed); Benchmark = Some "imagefolder"; Data = Some "unused"
+                          Checkpoint = Some checkpoint.Value; Epochs = Some 4 }
+              Expect.equal prepared.Config.Method.Recipe { recipe with Epochs = 4 } "the one configuration path keeps the recipe, overriding only what is given"
+          }
+
+          test "the one configuration path: a base configuration's recipe survives the same --method" {
+              let tuned = { Methods.l2p with Recipe = { Methods.l2p.Recipe with LearningRate = 0.123 } }
+              let base' = { config Methods.l2p with Method = tuned; Benchmark = "imagefolder"; Data = Some "unused" }
+              let resolve r = (Configure.resolve { r with Base = Some base' }).Config
+              Expect.equal (resolve { RunRequest.empty with Method = Some(MethodNamed "l2p") }).Method.Recipe.LearningRate 0.123 "same name: the base's recipe"
+              Expect.equal (resolve { RunRequest.empty with Method = Some(MethodNamed "dualprompt") }).Method.Recipe Methods.Recipes.dualPrompt "another method: its own recipe"
+              Expect.equal (resolve { RunRequest.empty with Seed = Some 9 }).ClassOrder (Shuffled 9) "a new seed reshuffles the class order"
+              Expect.equal (resolve RunRequest.empty).ClassOrder Natural "otherwise the base's class order"
+              Expect.throwsT<PromptingError> (fun () -> Configure.resolve RunRequest.empty |> ignore) "no benchmark, no method: refused"
+          }
+
+          test "CODA's quarter-cosine schedule: rate · cos(99π·e / (200·(K − 1))) per epoch" {
+              let t = { Methods.codaPrompt.Recipe with Epochs = 20 }
+              Expect.equal t.Schedule QuarterCosine "CODA-Prompt's recipe uses it"
+              Expect.equal Methods.l2pPlusPlus.Recipe.Schedule QuarterCosine "so do the CODA repository's L2P++ ..."
+              Expect.equal (Methods.dualPromptCoda.Recipe.Schedule) QuarterCosine "... and DualPrompt"
+              let at e = Schedules.rateAt t 1.0 e 0 10
+              Expect.floatClose Accuracy.veryHigh (at 0) 1.0 "full rate at epoch 0"
+              Expect.floatClose Accuracy.veryHigh (at 10) (cos (99.0 * Math.PI * 10.0 / 3800.0)) "epoch 10"
+              Expect.floatClose { absolute = 1e-7; relative = 1e-5 } (at 19) 0.0157073 "ends near 1.6 % of the rate, not 0"
+              Expect.floatClose Accuracy.veryHigh (Schedules.rateAt { t with Epochs = 1 } 0.5 0 3 10) 0.5 "a single epoch keeps the rate"
+          }
+
+          test "drop-last leaves out the last incomplete batch, but never a task's only batch" {
+              let t = { Training.defaults with BatchSize = 5; DropLast = true }
+              Expect.equal (Training.batchesPerEpoch t 12) 2 "12 images: two full batches"
+              Expect.equal (Training.batchesPerEpoch t 3) 1 "3 images: the one batch stays"
+              Expect.equal (Training.batchesPerEpoch { t with DropLast = false } 12) 3 "without drop-last: three"
+              Expect.isTrue Methods.codaPrompt.Recipe.DropLast "the CODA repository's loaders drop the last batch"
+              let cfg = { config Methods.linear with Method = { Methods.linear with Recipe = t } }
+              let batches = Experiment.provider cfg
+              let samples = (syntheticDataset ()).Train |> Array.truncate 12
+              let sizes = batches.Train samples 0 |> Seq.map (fun b -> b.Count) |> List.ofSeq
+              Expect.equal sizes [ 5; 5 ] "the loader drops the last 2 images"
+              Expect.equal (batches.BatchesPerEpoch samples) 2 "and the step count agrees"
+          }
+
+          test "end-of-task state is owned by the head, saved per task, and exact after a kill at any point of the task's end" {
+              let recalibrated =
+                  { (config Methods.linear).Method with
+                      Name = "linear-recalibrated"
+                      Recalibration = Some { Methods.vqPrompt.Recalibration.Value with Epochs = 2; SamplesPerClass = 8 } }
+              let cfg = { config Methods.linear with Method = recalibrated }
+              let reference = run cfg (tempDir ()) ignore
+              let dir = tempDir ()
+              // Killed after the last epoch of task 2 was saved, before its end-of-task pass.
+              let killer (line: string) = if line.StartsWith "task 2 epoch 2/2" then raise Killed
+              Expect.throwsT<Killed> (fun () -> run cfg dir killer |> ignore) "interrupted at the end of task 2"
+              let beforeEnd = tempDir ()
+              for f in Directory.GetFiles(dir, "*", SearchOption.AllDirectories) do
+                  let target = Path.Combine(beforeEnd, Path.GetRelativePath(dir, f))
+                  Directory.CreateDirectory(Path.GetDirectoryName target) |> ignore
+                  File.Copy(f, target)
+              let resumed = run cfg dir ignore
+              Expect.equal resumed.Progress.Evaluations reference.Progress.Evaluations "same accuracy matrix after the end-of-task pass is redone"
+              // The same kill, but after the task's lifecycle and trainable state were written and
+              // before its progress: the pass starts again from task 1's state, not on top of task 2's.
+              for f in [ Run.lifecycleFile beforeEnd 1; Run.taskStateFile beforeEnd 1 ] do
+                  File.Copy(Path.Combine(dir, Path.GetRelativePath(beforeEnd, f)), f, true)
+              let again = run cfg beforeEnd ignore
+              Expect.equal again.Progress.Evaluations reference.Progress.Evaluations "same accuracy matrix again"
+              let counts d t = ExactFile.read (Run.lifecycleFile d t) |> List.find (fun (n, _) -> n = "head.counts") |> fun (_, c) -> Array.sum c.Values
+              Expect.equal (counts dir 0, counts dir 1) (24.0, 48.0) "statistics of task 1's 24 images, then of all 48"
+              Expect.equal (counts beforeEnd 1) 48.0 "no image counted twice"
+          }
+
+          test "format-1 run directories still load and resume; a newer format is refused naming it" {
+              let cfg = config Methods.linear
+              let dir = tempDir ()
+              run cfg dir ignore |> ignore
+              let configPath = Run.configFile dir
+              let node = Text.Json.Nodes.JsonNode.Parse(File.ReadAllText configPath).AsObject()
+              let c = node["Config"].AsObject()
+              let methodNode = c["Method"].AsObject()
+              let recipe = methodNode["Recipe"].DeepClone().AsObject()
+              recipe.Remove "DropLast" |> ignore
+              methodNode.Remove "Recipe" |> ignore
+              c["Training"] <- recipe
+              node.Remove "FormatVersion" |> ignore
+              File.WriteAllText(configPath, node.ToJsonString())
+              Expect.equal (Run.readRecorded dir).Config cfg "format 1 reads as the same configuration"
+              let resumed = run cfg dir ignore
+              Expect.equal resumed.Progress.CompletedTasks 2 "a finished format-1 run resumes (nothing to do)"
+              Expect.equal (Experiment.summaryOf dir).Method "linear" "and summarises"
+              node["FormatVersion"] <- Text.Json.Nodes.JsonValue.Create 99
+              File.WriteAllText(configPath, node.ToJsonString())
+              let message = try Run.readRecorded dir |> ignore; "" with PromptingError m -> m
+              Expect.stringContains message "format 99" "names the version"
+          }
+
+          test "the benchmark registry: one table of names, kinds, task splits and layouts" {
+              let names = Benchmarks.all |> List.map (fun b -> b.Name)
+              Expect.equal names [ "imagefolder"; "cifar10"; "cifar100"; "fashion-mnist"; "imagenet-r"; "domains"; "sequence" ] "registered benchmarks"
+              Expect.equal (Benchmarks.find "cifar100").DefaultTasks (Some 10) "Split CIFAR-100: 10 tasks"
+              Expect.equal (Benchmarks.find "domains").DefaultScenario DomainIncremental "domains are domain-incremental"
+              Expect.isNonEmpty (Benchmarks.find "cifar10").Checksums "known checksums are listed"
+              let data = tempDir ()
+              for d in [ "sketch"; "photo"; "clipart" ] do Directory.CreateDirectory(Path.Combine(data, d)) |> ignore
+              Expect.equal (Benchmarks.defaultTasks (Benchmarks.find "domains") (Some data)) 3 "one task per domain directory"
+              Expect.equal (Benchmarks.defaultTasks (Benchmarks.find "sequence") (Some "cifar10=a,fashion-mnist=b")) 2 "one per dataset"
+          }
+
+          test "ImageNet-R's seeded 80/20 split: per class, deterministic, disjoint" {
+              let samples = [| for c in 0 .. 2 do for i in 0 .. 9 -> { Source = sprintf "r/%d/%02d.jpg" c i; Label = c; Load = fun () -> failwith "not read" } |]
+              let split = Splits.perClass 0.8 0 "ImageNet-R" [| "a"; "b"; "c" |] samples
+              Expect.equal (split.Train.Length, split.Test.Length) (24, 6) "8 + 2 per class"
+              let sources (xs: Sample[]) = xs |> Array.map (fun s -> s.Source) |> Set.ofArray
+              Expect.isTrue (Set.intersect (sources split.Train) (sources split.Test)).IsEmpty "disjoint"
+              let again = Splits.perClass 0.8 0 "ImageNet-R" [| "a"; "b"; "c" |] (Array.rev samples)
+              Expect.equal (sources again.Train) (sources split.Train) "independent of the listing order"
+              let other = Splits.perClass 0.8 1 "ImageNet-R" [| "a"; "b"; "c" |] samples
+              Expect.notEqual (sources other.Train) (sources split.Train) "another seed, another split"
+          }
+
+          test "configuration survives JSON" {
               let cfg = config Methods.codaPrompt
               let back = Json.deserialize<RunConfig> "test" (Json.serialize cfg)
               Expect.equal back cfg "round trip"

@@ -41,7 +41,7 @@ let tests =
               let tasks =
                   File.ReadAllLines(Path.Combine(out, "log.txt"))
                   |> Array.choose (fun line ->
-                      let m = Text.RegularExpressions.Regex.Match(line, @"task \d+/10: \d+ classes, (\d+) train and (\d+) test images")
+                      let m = System.Text.RegularExpressions.Regex.Match(line, @"task \d+/10: \d+ classes, (\d+) train and (\d+) test images")
                       if m.Success then Some(int m.Groups[1].Value, int m.Groups[2].Value) else None)
               Expect.equal tasks.Length 10 "ten tasks logged"
               Expect.equal (Array.sumBy fst tasks, Array.sumBy snd tasks) (80, 20) "80/20 split of 100 images"

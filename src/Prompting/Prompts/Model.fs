@@ -115,8 +115,7 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
                        name.StartsWith "norm."
                        || (name.StartsWith "blocks." && int (name.Split('.')[1]) >= c.Depth - k)
             p.requires_grad <- trainable
-        if method.Head = PrototypeHead then
-            for p in head.parameters () do p.requires_grad <- false
+        // A prototype head has no parameters (its rows are a buffer): nothing of the head to freeze.
         for _, s in groups.Sources do s.BeginTask 0
 
     member _.Method = method
