@@ -69,7 +69,8 @@ public static class Experiment
                 FSharpOption<Data.PixelScale>.None,
                 FSharpOption<int>.None,
                 FSharpOption<int>.Some(options.Seed),
-                FSharpOption<bool>.Some(options.SkipCorrupt));
+                FSharpOption<bool>.Some(options.SkipCorrupt),
+                FSharpOption<bool>.None);
             var prepared = Configure.resolve(request);
             var config = prepared.Config;
             var device = Devices.parse(options.Device);

@@ -153,12 +153,14 @@ type RunArgs =
     | Unit_Range
     | Query_Depth of blocks: int
     | Bf16
+    | Accept_Recipe_Change
 
     interface IArgParserTemplate with
         member this.Usage =
             match this with
+            | Accept_Recipe_Change -> "resume although --lr, --epochs, --batch-size or --bf16 differ from the run's recipe (recorded in config.json and the log)."
             | Method _ -> "prompt method or baseline (see `prompting methods`)."
-            | Benchmark _ -> "imagefolder, cifar10, cifar100, fashion-mnist or sequence (see `prompting benchmarks`)."
+            | Benchmark _ -> "a registered benchmark: imagefolder, cifar10, cifar100, fashion-mnist, imagenet-r, domains, sequence (see `prompting benchmarks`)."
             | Data _ -> "data directory or archive (imagefolder: DIR/{train,test}/<class>/)."
             | Checkpoint _ -> "pretrained ViT checkpoint (safetensors or npz)."
             | Tasks _ -> "number of tasks (default: the benchmark's)."

@@ -59,7 +59,8 @@ let request (args: ParseResults<RunArgs>) : RunRequest =
       Normalisation = if args.Contains RunArgs.Unit_Range then Some Data.UnitRange else None
       QueryDepth = args.TryGetResult RunArgs.Query_Depth
       Seed = seed
-      SkipCorrupt = if args.Contains RunArgs.Skip_Corrupt then Some true else None }
+      SkipCorrupt = if args.Contains RunArgs.Skip_Corrupt then Some true else None
+      AcceptRecipeChange = if args.Contains RunArgs.Accept_Recipe_Change then Some true else None }
 
 /// The run configuration from an optional file and the command's flags (checkpoint read once).
 let configure (args: ParseResults<RunArgs>) : PreparedRun = Configure.resolve (request args)

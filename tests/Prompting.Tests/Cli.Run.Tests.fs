@@ -13,7 +13,7 @@ open Prompting.Data
 open Prompting.Tests.Fixtures
 open Prompting.Tests.Cli
 
-let private cliDll =
+let cliDll =
     let config = if AppContext.BaseDirectory.Contains "/Debug/" then "Debug" else "Release"
     Path.Combine(root, "src", "Prompting.Cli", "bin", config, "net10.0", "prompting.dll")
 
@@ -31,7 +31,7 @@ let private writeBenchmark (dir: string) =
     dir
 
 /// The shared inputs: the benchmark and a tiny random checkpoint (made by `prompting create`).
-let private inputs =
+let inputs =
     lazy
         (let dir = tempDir ()
          let data = writeBenchmark (Path.Combine(dir, "data"))
@@ -42,14 +42,14 @@ let private inputs =
          if code <> 0 then failwithf "create failed: %s" err
          data, checkpoint)
 
-let private runArgs (data: string) (checkpoint: string) (out: string) (epochs: int) (extra: string list) =
+let runArgs (data: string) (checkpoint: string) (out: string) (epochs: int) (extra: string list) =
     [ "run"; "--method"; "linear"; "--benchmark"; "imagefolder"; "--data"; data; "--checkpoint"; checkpoint
       "--tasks"; "2"; "--epochs"; string epochs; "--batch-size"; "8"; "--image-size"; "32"; "--device"; "cpu"
       "--out"; out ]
     @ extra
 
 /// A finished two-task run that the error cases must leave untouched.
-let private finishedRun =
+let finishedRun =
     lazy
         (let data, checkpoint = inputs.Force()
          let out = Path.Combine(tempDir (), "run")
@@ -58,20 +58,20 @@ let private finishedRun =
          out)
 
 /// Every file under a directory with its bytes.
-let private snapshot (dir: string) =
+let snapshot (dir: string) =
     Directory.GetFiles(dir, "*", SearchOption.AllDirectories)
     |> Array.sort
     |> Array.map (fun f -> Path.GetRelativePath(dir, f), File.ReadAllBytes f)
     |> Map.ofArray
 
-let private expectSameFiles (before: Map<string, byte[]>) (after: Map<string, byte[]>) (what: string) =
+let expectSameFiles (before: Map<string, byte[]>) (after: Map<string, byte[]>) (what: string) =
     Expect.sequenceEqual (Map.keys after) (Map.keys before) (what + ": same files")
     for KeyValue(name, bytes) in before do
         Expect.isTrue (after[name] = bytes) (sprintf "%s: %s unchanged" what name)
 
-let private matrix (run: string) = (Metrics.readJson (Path.Combine(run, "metrics.json"))).ClassIncremental.Matrix
+let matrix (run: string) = (Metrics.readJson (Path.Combine(run, "metrics.json"))).ClassIncremental.Matrix
 
-let private epochLosses (run: string) =
+let epochLosses (run: string) =
     use doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(run, "progress.json")))
     doc.RootElement.GetProperty("EpochLosses").GetRawText()
 

@@ -37,14 +37,16 @@ type RunRequest =
       Normalisation: PixelScale option
       QueryDepth: int option
       Seed: int option
-      SkipCorrupt: bool option }
+      SkipCorrupt: bool option
+      /// Resuming may change the recorded recipe (not part of the configuration).
+      AcceptRecipeChange: bool option }
 
 module RunRequest =
     let empty =
         { Base = None; Method = None; Benchmark = None; Data = None; Checkpoint = None; Heads = None; Tasks = None
           Scenario = None; Epochs = None; BatchSize = None; LearningRate = None; Bf16 = None; ImageSize = None
           ClassOrder = None; TrainPerClass = None; TestPerClass = None; Normalisation = None; QueryDepth = None
-          Seed = None; SkipCorrupt = None }
+          Seed = None; SkipCorrupt = None; AcceptRecipeChange = None }
 
 /// The one configuration path: a RunRequest to a PreparedRun (the config and its checkpoint, read once).
 module Configure =
@@ -119,4 +121,4 @@ module Configure =
               Normalisation = r.Normalisation |> Option.orElse (from (fun c -> c.Normalisation)) |> Option.defaultValue Normalised
               Seed = seed
               SkipCorrupt = defaultArg r.SkipCorrupt false || (b |> Option.exists (fun c -> c.SkipCorrupt)) }
-        { Config = config; Checkpoint = source }
+        { Config = config; Checkpoint = source; AcceptRecipeChange = defaultArg r.AcceptRecipeChange false }

@@ -134,9 +134,20 @@ module Experiment =
         validate run
         // Before any data is read or logged: a refused resume leaves the directory untouched.
         Run.checkResumable run dir
-        Directory.CreateDirectory dir |> ignore
+        // One process per run directory, from here to the end of the run.
+        use _ = RunLock.Acquire dir
         let logPath = Run.logFile dir
-        let append (line: string) = File.AppendAllText(logPath, sprintf "%s %s%s" (DateTime.Now.ToString "yyyy-MM-dd HH:mm:ss") line Environment.NewLine)
+        let mutable logFailed = false
+        // A full disk must not end a run with a stack trace over a log line: the state files,
+        // written atomically, are what matter; the first lost line is reported once.
+        let append (line: string) =
+            try File.AppendAllText(logPath, sprintf "%s %s%s" (DateTime.Now.ToString "yyyy-MM-dd HH:mm:ss") line Environment.NewLine)
+            with :? IOException | :? UnauthorizedAccessException as e ->
+                if not logFailed then
+                    logFailed <- true
+                    eprintfn "warning: %s: cannot append to the log (%s); the run goes on" logPath (e.Message.ReplaceLineEndings " ")
+        for leftover in Files.removeLeftovers dir @ Files.removeLeftovers (Run.stateDir dir) do
+            append (sprintf "removed %s, a temporary file of an interrupted write" leftover)
         let scenario = scenario c append
         let batches = provider c
         let steps = scenario.Tasks |> Array.sumBy (fun t -> int64 c.Method.Recipe.Epochs * int64 (batches.BatchesPerEpoch t.Train))

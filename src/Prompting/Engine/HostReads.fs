@@ -19,3 +19,9 @@ module HostReads =
         Threading.Interlocked.Increment &reads.contents |> ignore
         use host = t.cpu ()
         float (host.item<float32> ())
+
+    /// The values of a small tensor on the host, as float64 (one read, whatever its length).
+    let values (t: torch.Tensor) =
+        Threading.Interlocked.Increment &reads.contents |> ignore
+        use host = t.detach().cpu().to_type torch.float64
+        host.data<double>().ToArray()

@@ -21,11 +21,20 @@ module Json =
 
     let serialize (value: 'T) = JsonSerializer.Serialize<'T>(value, options)
 
+    /// Reads JSON into 'T; anything malformed (syntax, missing fields, wrong types, `null`) is one
+    /// line naming `what`.
     let deserialize<'T> (what: string) (json: string) : 'T =
-        try JsonSerializer.Deserialize<'T>(json, options)
-        with
-        | :? JsonException as e -> Errors.fail "%s: invalid configuration JSON (%s)" what e.Message
-        | :? System.NotSupportedException as e -> Errors.fail "%s: invalid configuration JSON (%s)" what e.Message
+        let value =
+            try JsonSerializer.Deserialize<'T>(json, options)
+            with
+            | :? JsonException
+            | :? System.NotSupportedException
+            | :? System.InvalidOperationException
+            | :? System.FormatException
+            | :? System.ArgumentException
+            | :? System.OverflowException as e -> Errors.fail "%s: invalid configuration JSON (%s)" what e.Message
+        if isNull (box value) then Errors.fail "%s: invalid configuration JSON (null)" what
+        value
 
     /// Paths where two JSON documents differ, as "path: old -> new" (for refusing a resume).
     let differences (before: string) (after: string) =

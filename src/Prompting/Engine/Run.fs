@@ -23,7 +23,12 @@ type RunProgress =
       TrainableParameters: int64
       /// Trainable state and optimiser files of the last finished epoch (relative to the run).
       EpochState: string option
-      EpochOptimizers: string list }
+      EpochOptimizers: string list
+      /// Steps whose garbage-collection guard (Runtime.noCollection) ended early because they
+      /// allocated more than its budget, over all sessions of the run (absent in older runs).
+      GcRegionOverruns: int64 option
+      /// Steps that ran without the guard because the runtime refused to start one.
+      GcUnguardedSteps: int64 option }
 
 /// How a run gets batches: the engine stays independent of decoding and augmentation.
 type BatchProvider =
@@ -123,14 +128,41 @@ module Run =
         if not (File.Exists path) then Errors.fail "%s: not a run directory (no config.json)" dir
         Json.deserialize<Recorded> path (upgrade path (File.ReadAllText path))
 
+    /// Names of epoch files a progress.json may hold: files of the run's state directory only.
+    let private epochFile = Text.RegularExpressions.Regex(@"^state/epoch-\d{2}-\d{3}\.(safetensors|optimizer\d+)$")
+
+    /// Refuses a progress.json that does not describe this run: nulls, counts out of range, and
+    /// epoch-file names that are not files of the run directory (a crafted `../victim` would
+    /// otherwise be read and deleted on resume).
+    let validateProgress (dir: string) (config: RunConfig) (p: RunProgress) =
+        let file = progressFile dir
+        if isNull (box p.Evaluations) || isNull (box p.EpochLosses) || isNull (box p.EpochOptimizers)
+           || p.Evaluations |> List.exists (fun row -> isNull (box row))
+           || p.EpochLosses |> List.exists (fun row -> isNull (box row)) then
+            Errors.fail "%s: a list of the progress is null" file
+        if p.CompletedTasks < 0 || p.CompletedTasks > config.Tasks then
+            Errors.fail "%s: CompletedTasks %d is outside 0..%d" file p.CompletedTasks config.Tasks
+        if p.EpochsDone < 0 || p.EpochsDone > config.Method.Recipe.Epochs then
+            Errors.fail "%s: EpochsDone %d is outside 0..%d" file p.EpochsDone config.Method.Recipe.Epochs
+        if p.Evaluations.Length <> p.CompletedTasks then
+            Errors.fail "%s: %d rows of evaluations for %d completed tasks" file p.Evaluations.Length p.CompletedTasks
+        let names = [ for s in Option.toList p.EpochState -> "EpochState", s ] @ [ for o in p.EpochOptimizers -> "EpochOptimizers", o ]
+        for field, name in names do
+            if isNull name || not (epochFile.IsMatch name) then
+                Errors.fail "%s: %s '%s' is not a state file of the run directory" file field name
+
     /// Reads a run's progress.json.
     let readProgress (dir: string) =
         let path = progressFile dir
-        Json.deserialize<RunProgress> path (File.ReadAllText path)
+        let text =
+            try File.ReadAllText path
+            with :? IOException as e -> Errors.fail "%s: cannot read (%s)" path e.Message
+        Json.deserialize<RunProgress> path text
 
     let private emptyProgress =
         { CompletedTasks = 0; EpochsDone = 0; Evaluations = []; EpochLosses = []
-          TrainSeconds = 0.0; PeakMemoryBytes = 0L; TrainableParameters = 0L; EpochState = None; EpochOptimizers = [] }
+          TrainSeconds = 0.0; PeakMemoryBytes = 0L; TrainableParameters = 0L; EpochState = None; EpochOptimizers = []
+          GcRegionOverruns = None; GcUnguardedSteps = None }
 
     let private writeText path (text: string) = Files.writeAtomic path (fun tmp -> File.WriteAllText(tmp, text))
 
@@ -143,26 +175,44 @@ module Run =
 
     let private recordedJson (run: PreparedRun) = Json.serialize (record run)
 
-    let private refuseDifferent (dir: string) (json: string) =
+    /// Differences to the recorded configuration the run accepts: only recipe fields, and only when
+    /// asked (`--accept-recipe-change`, e.g. a lower rate after a divergence).
+    let private acceptable (run: PreparedRun) (difference: string) =
+        run.AcceptRecipeChange && difference.StartsWith "Config.Method.Recipe."
+
+    /// The differences to the directory's recorded configuration, after refusing those not accepted.
+    let private differences (run: PreparedRun) (dir: string) (json: string) =
         if File.Exists(configFile dir) then
             let existing = upgrade (configFile dir) (File.ReadAllText(configFile dir))
-            match Json.differences existing json with
-            | [] -> ()
-            | diffs ->
-                Errors.fail "%s: this run was started with a different configuration (%s); use another --out or the original options"
-                    dir (String.Join("; ", diffs |> List.truncate 6))
+            let diffs = Json.differences existing json
+            match diffs |> List.filter (acceptable run >> not) with
+            | [] -> diffs
+            | refused ->
+                let hint =
+                    if refused |> List.forall (fun d -> d.StartsWith "Config.Method.Recipe.") then
+                        "; use another --out, the original options, or --accept-recipe-change to continue with the new recipe"
+                    else "; use another --out or the original options"
+                Errors.fail "%s: this run was started with a different configuration (%s)%s"
+                    dir (String.Join("; ", refused |> List.truncate 6)) hint
+        else []
 
     /// Fails, touching nothing, when `dir` holds a run made with a different configuration.
-    let checkResumable (run: PreparedRun) (dir: string) = refuseDifferent dir (recordedJson run)
+    let checkResumable (run: PreparedRun) (dir: string) = differences run dir (recordedJson run) |> ignore
 
     /// Creates the run directory, or checks that an existing one was made with the same
-    /// configuration; returns the progress to resume from.
-    let prepare (run: PreparedRun) (dir: string) =
+    /// configuration (recording an accepted recipe change); returns the progress to resume from.
+    let prepare (run: PreparedRun) (dir: string) (log: string -> unit) =
         let json = recordedJson run
-        refuseDifferent dir json
+        let accepted = differences run dir json
         Directory.CreateDirectory(stateDir dir) |> ignore
-        if not (File.Exists(configFile dir)) then writeText (configFile dir) json
-        if File.Exists(progressFile dir) then readProgress dir else emptyProgress
+        if not (File.Exists(configFile dir)) || not accepted.IsEmpty then
+            if not accepted.IsEmpty then log (sprintf "recipe changed on resume (--accept-recipe-change): %s" (String.Join("; ", accepted)))
+            writeText (configFile dir) json
+        if File.Exists(progressFile dir) then
+            let progress = readProgress dir
+            validateProgress dir run.Config progress
+            progress
+        else emptyProgress
 
     let private seedFor (config: RunConfig) (task: int) (epoch: int) =
         int64 config.Seed * 1_000_003L + int64 task * 1_009L + int64 epoch
@@ -210,7 +260,17 @@ module Run =
         let config = run.Config
         let recipe = config.Method.Recipe
         let log = events.Message
-        let mutable progress = prepare run dir
+        use _ = Runtime.exclusiveTraining dir
+        let mutable progress = prepare run dir log
+        // The guard counters are process-wide: this session adds what it saw since it started.
+        let overrunsBefore, unguardedBefore = Runtime.regionOverruns (), Runtime.unguardedSteps ()
+        let earlierOverruns, earlierUnguarded = defaultArg progress.GcRegionOverruns 0L, defaultArg progress.GcUnguardedSteps 0L
+        let withGuardCounts (p: RunProgress) =
+            let overruns = earlierOverruns + Runtime.regionOverruns () - overrunsBefore
+            let unguarded = earlierUnguarded + Runtime.unguardedSteps () - unguardedBefore
+            if overruns > defaultArg p.GcRegionOverruns 0L then
+                log (sprintf "warning: %d step(s) so far allocated more than the garbage-collection guard's budget (GcRegionOverruns in progress.json)" overruns)
+            { p with GcRegionOverruns = Some overruns; GcUnguardedSteps = Some unguarded }
         let saveProgress () = writeText (progressFile dir) (Json.serialize progress)
         torch.manual_seed (int64 config.Seed) |> ignore
         let backbone = RunCheckpoint.backbone config run.Checkpoint
@@ -258,6 +318,7 @@ module Run =
                         EpochLosses = appendLoss progress.EpochLosses epoch loss
                         TrainSeconds = progress.TrainSeconds + clock.Elapsed.TotalSeconds
                         PeakMemoryBytes = peakMemory progress }
+                    |> withGuardCounts
                 clock.Restart()
                 saveProgress ()
                 for p in previous do
@@ -267,8 +328,17 @@ module Run =
                 log (sprintf "task %d epoch %d/%d: %s" (t + 1) (epoch + 1) recipe.Epochs lossText)
                 torch.manual_seed (seedFor config t (epoch + 1)) |> ignore
             torch.manual_seed (seedFor config t firstEpoch) |> ignore
-            Trainer.trainTask model recipe device (batches.BatchesPerEpoch task.Train)
-                (fun epoch -> batches.Train task.Train epoch) firstEpoch restore events.Step epochDone
+            try
+                Trainer.trainTask model recipe device (batches.BatchesPerEpoch task.Train)
+                    (fun epoch -> batches.Train task.Train epoch) firstEpoch restore events.Step epochDone
+            with Diverged(epoch, step, what) ->
+                let kept =
+                    if epoch > 0 then sprintf "the state after epoch %d of task %d" epoch (t + 1)
+                    elif t > 0 then sprintf "the state after task %d" t
+                    else "nothing trained"
+                let at = match step with Some s -> sprintf ", step %d" (s + 1) | None -> ""
+                Errors.fail "%s: training diverged at task %d, epoch %d%s: %s; the run stopped and keeps %s (resume with a lower --lr and --accept-recipe-change, or start anew in another --out)"
+                    dir (t + 1) (epoch + 1) at what kept
             // The end-of-task pass starts from the lifecycle state of task t − 1 (restored above on a
             // resume), so a kill anywhere before the progress write below redoes it exactly.
             endTask config model task batches device
@@ -288,6 +358,7 @@ module Run =
                     Evaluations = progress.Evaluations @ [ results ]
                     TrainSeconds = progress.TrainSeconds + clock.Elapsed.TotalSeconds
                     PeakMemoryBytes = peakMemory progress }
+                |> withGuardCounts
             saveProgress ()
             for p in leftovers do try File.Delete(Path.Combine(dir, p)) with _ -> ()
             events.TaskDone progress

@@ -18,7 +18,9 @@ type RunCheckpoint =
 [<NoEquality; NoComparison>]
 type PreparedRun =
     { Config: RunConfig
-      Checkpoint: RunCheckpoint }
+      Checkpoint: RunCheckpoint
+      /// Resuming may change recipe fields of the recorded configuration (an explicit choice).
+      AcceptRecipeChange: bool }
 
 module RunCheckpoint =
     let sha256 (path: string) =
@@ -39,4 +41,4 @@ module RunCheckpoint =
 module PreparedRun =
     /// Reads the configuration's checkpoint (once).
     let ofConfig (config: RunConfig) =
-        { Config = config; Checkpoint = RunCheckpoint.read config.Checkpoint config.Heads }
+        { Config = config; Checkpoint = RunCheckpoint.read config.Checkpoint config.Heads; AcceptRecipeChange = false }

@@ -6,9 +6,16 @@ open Prompting
 open Prompting.Data
 open Prompting.Prompts
 
+/// Training diverged: the loss of `step` (0-based) of `epoch` was not finite, or (step = None) the
+/// trainable parameters were not finite at the end of the epoch. Nothing of the epoch was saved.
+exception Diverged of epoch: int * step: int option * what: string
+
 /// One task's training: an optimiser per learning-rate group, one dispose scope per step, the
 /// loss read back once per epoch (one host synchronisation per logging interval).
 module Trainer =
+    /// An epoch's mean loss beyond this is divergence even while it is still finite.
+    let explodedLoss = 1e12
+
     /// Trains `model` (already at its task) for epochs [firstEpoch, Epochs); `restore` may load
     /// saved optimiser state before the first step; `epochDone` gets the epoch, its mean loss and
     /// the optimisers after each one (the caller checkpoints there).
@@ -36,6 +43,8 @@ module Trainer =
             try
                 for epoch in firstEpoch .. t.Epochs - 1 do
                     use total = torch.zeros ([||], device = device)
+                    // The first step whose loss is not finite (−1: none), tracked on the device.
+                    use firstBad = torch.full ([||], -1L, dtype = torch.int64, device = device)
                     let mutable steps = 0
                     let step (iteration: int) (batch: Batch) =
                         use _ = Runtime.noCollection (Runtime.stepBudget batch.Count batch.Size 4)
@@ -52,12 +61,30 @@ module Trainer =
                         t.GradientClip |> Option.iter (Gradients.clipNorm parameters)
                         for o, _ in optimizers do o.step () |> ignore
                         // The epoch's loss accumulates on the device: no host read per step.
-                        total.add_ (loss.detach ()) |> ignore
+                        let detached = loss.detach ()
+                        total.add_ detached |> ignore
+                        let bad = detached.isfinite().logical_not().logical_and (firstBad.lt (0L.ToScalar()))
+                        firstBad.masked_fill_ (bad, (int64 iteration).ToScalar()) |> ignore
                     for iteration, batch in Seq.indexed (batches epoch) do
                         step iteration batch
                         steps <- steps + 1
                         stepDone ()
-                    let mean = if steps = 0 then nan else HostReads.scalar total / float steps
+                    // One host read per epoch: the loss sum, the first non-finite step and whether every
+                    // trainable parameter is finite, checked before the epoch is saved so that the last
+                    // good state stays the resume point.
+                    let loss, bad, finiteParameters =
+                        use _ = torch.no_grad ()
+                        use scope = torch.NewDisposeScope()
+                        let finite = torch.stack([| for p in parameters -> p.isfinite().all () |]).all ()
+                        let read = HostReads.values (torch.stack [| total.to_type torch.float64; firstBad.to_type torch.float64; finite.to_type torch.float64 |])
+                        read[0], int read[1], read[2] = 1.0
+                    let mean = if steps = 0 then nan else loss / float steps
+                    if steps > 0 then
+                        if bad >= 0 then raise (Diverged(epoch, Some bad, sprintf "the loss is not finite (epoch mean %g)" mean))
+                        if not (Double.IsFinite mean) then raise (Diverged(epoch, None, sprintf "the epoch's loss is not finite (%g)" mean))
+                        // No working model's cross-entropy comes near this: its gradients carry no information.
+                        if abs mean > explodedLoss then raise (Diverged(epoch, None, sprintf "the loss exploded (epoch mean %g)" mean))
+                        if not finiteParameters then raise (Diverged(epoch, None, "the trainable parameters are not finite"))
                     epochDone epoch mean (optimizers |> List.map fst)
             finally
                 for o, _ in optimizers do o.Dispose()

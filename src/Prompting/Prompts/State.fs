@@ -50,5 +50,7 @@ module TrainableState =
             use source = HostTensor.toTensor table[name]
             t.copy_ source |> ignore
         match metadata.TryFind "task" |> Option.map Int32.TryParse with
-        | Some(true, task) -> model.RestoreTask task
-        | _ -> ()
+        | Some(true, task) when task >= 0 && task < TaskLayout.tasks model.Layout -> model.RestoreTask task
+        | Some(true, task) -> Errors.fail "%s: stored task %d is outside 0..%d" path task (TaskLayout.tasks model.Layout - 1)
+        | Some(false, _) -> Errors.fail "%s: stored task '%s' is not a number" path metadata["task"]
+        | None -> ()
