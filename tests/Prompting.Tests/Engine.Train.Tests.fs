@@ -58,6 +58,54 @@ let tests =
                   Expect.equal settled.Length 1 (sprintf "%s: live tensors after each step %A" method.Name (List.ofSeq counts))
           }
 
+          test "thousands of steps on a tiny model: live native tensors and resident memory stay flat" {
+              torch.manual_seed 4L |> ignore
+              let config = VitConfig.custom 16 8 1 16 1 0
+              use model = PromptedModel.build Methods.l2p (TaskLayout.uniform 2 4) (new VisionTransformer(config))
+              model.BeginTask 1
+              let rng = Random 5
+              let steps = 2000
+              let tiny =
+                  Seq.init steps (fun i ->
+                      { Index = i; Count = 2; Size = 16
+                        Pixels = Array.init (2 * 3 * 16 * 16) (fun _ -> float32 (rng.NextDouble() * 2.0 - 1.0))
+                        Labels = [| 2L; 3L |]; Indices = [| 0; 1 |] })
+              let samples = Collections.Generic.List<int * int64 * int64>()
+              let mutable step = 0
+              let sample () =
+                  step <- step + 1
+                  if step % 400 = 0 then
+                      GC.Collect()
+                      GC.WaitForPendingFinalizers()
+                      samples.Add(step, torch.Tensor.TotalCount, Diagnostics.Process.GetCurrentProcess().WorkingSet64)
+              let recipe = { Methods.l2p.Recipe with Epochs = 1; BatchSize = 2 }
+              Trainer.trainTask model recipe torch.CPU steps (fun _ -> tiny) 0 ignore sample (fun _ _ _ -> ())
+              let counts = samples |> Seq.map (fun (_, c, _) -> c) |> Seq.distinct |> List.ofSeq
+              Expect.equal counts.Length 1 (sprintf "live tensors at steps 400..2000: %A" (List.ofSeq samples))
+              let _, _, first = samples[0]
+              let _, _, last = samples[samples.Count - 1]
+              Expect.isLessThan (last - first) (48L <<< 20) (sprintf "resident memory grew by %d MiB over 1600 steps" ((last - first) >>> 20))
+          }
+
+          test "a second training in the same process is refused while one runs" {
+              do
+                  use _ = Runtime.exclusiveTraining "first"
+                  let message = try (Runtime.exclusiveTraining "second").Dispose(); "" with PromptingError m -> m
+                  Expect.stringContains message "another training is running in this process" "refused with the reason"
+              use again = Runtime.exclusiveTraining "after the first ended"
+              Expect.isNotNull (box again) "free again once the first has ended"
+          }
+
+          test "the step budget follows the largest decoded image, which the loader records" {
+              let small = Runtime.budgetFor 8 32 (32L * 32L) 2
+              let photo = Runtime.budgetFor 8 32 (4000L * 3000L) 2
+              Expect.equal (photo - small) (8L * 3L * (4000L * 3000L - 1024L) * 6L) "8 images x 3 batches x 2 copies of the decoded RGB bytes"
+              let samples = [| for i in 0 .. 3 -> { Source = string i; Label = 0; Load = fun () -> { Width = 40 + i; Height = 30; Pixels = Array.zeroCreate ((40 + i) * 30 * 3) } } |]
+              let transform = Transforms.evaluation Normalised Preprocessing.augreg 16
+              Loader.epochSequential { LoaderOptions.Defaults with BatchSize = 2 } transform samples 0 |> ignore
+              Expect.isGreaterThanOrEqual (Runtime.largestDecodedImage ()) (43L * 30L) "the loader noted the 43 x 30 image"
+          }
+
           test "a training epoch reads the device once, at its end" {
               for method in methods do
                   let readsAtSteps = Collections.Generic.List<int64>()

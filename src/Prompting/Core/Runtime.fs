@@ -52,8 +52,27 @@ module Runtime =
         { new IDisposable with
             member _.Dispose() = Threading.Volatile.Write(&training.contents, 0) }
 
-    /// What the loader may allocate while one step runs: `batches` batches of `batchSize` images
-    /// of size² pixels (decoded bytes, resized bytes and float output), with slack.
-    let stepBudget (batchSize: int) (size: int) (batches: int) =
-        let perImage = int64 size * int64 size * 3L * (4L + 2L) + (1L <<< 20)
+    let private largestDecoded = ref 0L
+
+    /// Records the pixel count of an image the loader decoded, so that step budgets follow the
+    /// largest decoded image seen (a 4000 × 3000 photo costs far more than its 224² crop).
+    let noteDecodedImage (width: int) (height: int) =
+        let pixels = int64 width * int64 height
+        let mutable seen = Threading.Interlocked.Read &largestDecoded.contents
+        while pixels > seen && Threading.Interlocked.CompareExchange(&largestDecoded.contents, pixels, seen) <> seen do
+            seen <- Threading.Interlocked.Read &largestDecoded.contents
+
+    /// The largest decoded image so far (pixels), 0 before any.
+    let largestDecodedImage () = Threading.Interlocked.Read &largestDecoded.contents
+
+    /// What the loader may allocate while one step runs: `batches` batches of `batchSize` images,
+    /// each decoded at `decodedPixels` (bytes, twice for the resize), output as floats at size²,
+    /// with slack.
+    let budgetFor (batchSize: int) (size: int) (decodedPixels: int64) (batches: int) =
+        let output = int64 size * int64 size
+        let decoded = max output decodedPixels
+        let perImage = decoded * 3L * 2L + output * 3L * 4L + (1L <<< 20)
         int64 batchSize * perImage * int64 (batches + 1) + (64L <<< 20)
+
+    /// budgetFor at the largest image decoded so far.
+    let stepBudget (batchSize: int) (size: int) (batches: int) = budgetFor batchSize size (largestDecodedImage ()) batches
