@@ -77,7 +77,10 @@ module Loader =
         for k in 0 .. n - 1 do
             let i = indices[k]
             let s = samples[i]
-            let values = transform.Apply (sampleRandom o.Seed epoch i) (s.Load())
+            let image = s.Load()
+            let values =
+                try transform.Apply (sampleRandom o.Seed epoch i) image
+                with PromptingError m -> Errors.fail "%s: %s" s.Source m
             if values.Length <> per then
                 Errors.fail "%s: transform gave %d values, expected 3x%dx%d" s.Source values.Length transform.Size transform.Size
             Array.blit values 0 pixels (k * per) per

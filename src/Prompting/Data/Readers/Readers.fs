@@ -31,12 +31,19 @@ module Readers =
 
     let isGzip (bytes: byte[]) = bytes.Length >= 2 && bytes[0] = 0x1fuy && bytes[1] = 0x8buy
 
-    /// The bytes, decompressed when they are gzip (by content, not by name).
+    /// A gzip stream over `compressed` that fails with one line naming `name` once it has given
+    /// more than the decompression budget of `compressedLength` bytes.
+    let boundedGunzip (name: string) (compressedLength: int64) (compressed: Stream) : Stream =
+        let budget = Limits.decompressed compressedLength
+        let onExceed () = Limits.checkDecompressed (name + " (gzip)") compressedLength (budget + 1L)
+        new BoundedStream(new GZipStream(compressed, CompressionMode.Decompress), budget, onExceed)
+
+    /// The bytes, decompressed when they are gzip (by content, not by name), within the budget.
     let gunzipIfNeeded (name: string) (bytes: byte[]) =
         if not (isGzip bytes) then bytes
         else
             try
-                use input = new GZipStream(new MemoryStream(bytes), CompressionMode.Decompress)
+                use input = boundedGunzip name bytes.LongLength (new MemoryStream(bytes))
                 use output = new MemoryStream()
                 input.CopyTo output
                 output.ToArray()
@@ -57,6 +64,7 @@ module Readers =
 
     let private isArchiveError (e: exn) =
         e :? InvalidDataException || e :? IOException || e :? FormatException || e :? EndOfStreamException || e :? ArgumentException
+        || e :? OverflowException || e :? InvalidOperationException || e :? NotSupportedException
 
     /// Streams through a tar (gzipped when the file is, by content) and keeps the bytes of the regular
     /// files whose normalised name `wanted` accepts.
@@ -67,18 +75,26 @@ module Readers =
             let head = Array.zeroCreate<byte> 2
             let n = file.Read(head, 0, 2)
             file.Position <- 0L
-            let stream: Stream =
-                if n = 2 && isGzip head then new GZipStream(file, CompressionMode.Decompress, true) else file
+            // Everything read through a gzip stream (skipped members too) counts against the
+            // decompression budget, so a bomb fails in bounded time as well as memory.
+            let gzipped = n = 2 && isGzip head
+            let stream: Stream = if gzipped then boundedGunzip archive file.Length file else file
             use reader = new TarReader(stream, false)
             let found = ResizeArray()
             let mutable entry = reader.GetNextEntry()
             while not (isNull entry) do
                 let name = normaliseEntryName entry.Name
                 if isRegularFile entry && wanted name then
-                    use ms = new MemoryStream()
-                    if not (isNull entry.DataStream) then entry.DataStream.CopyTo ms
-                    if ms.Length <> entry.Length then Errors.fail "%s: member %s is truncated" archive name
-                    found.Add((name, ms.ToArray()))
+                    let what = sprintf "%s#%s" archive name
+                    // Checked against the array limit before allocating; the file size bounds the
+                    // rest (a plain tar) or the decompression budget does (a gzipped one).
+                    if gzipped then Limits.checkDecompressed what file.Length (stream.Position + entry.Length)
+                    elif entry.Length > file.Length then
+                        Errors.fail "%s: member claims %d bytes, more than the whole archive (%d)" what entry.Length file.Length
+                    let bytes =
+                        if isNull entry.DataStream then (if entry.Length = 0L then [||] else Errors.fail "%s: member is truncated" what)
+                        else Limits.readExactly what entry.DataStream entry.Length
+                    found.Add((name, bytes))
                 entry <- reader.GetNextEntry()
             List.ofSeq found
         with e when isArchiveError e -> Errors.fail "%s: corrupt or truncated archive (%s)" archive e.Message
@@ -107,6 +123,7 @@ module Readers =
     /// Reads one indexed member's bytes (thread-safe: positional reads on a handle of its own).
     let readTarMember (archive: string) (entry: TarIndexEntry) =
         try
+            Limits.checkArray (sprintf "%s#%s" archive entry.Name) entry.Length
             use handle = File.OpenHandle(archive, FileMode.Open, FileAccess.Read, FileShare.Read)
             let bytes = Array.zeroCreate<byte> (int entry.Length)
             let mutable read = 0
