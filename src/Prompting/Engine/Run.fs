@@ -80,10 +80,14 @@ module Run =
               CheckpointFile = Path.GetFileName config.Checkpoint
               CheckpointSha256 = sha256 config.Checkpoint }
 
+    /// Configuration changes a resume accepts: adding --skip-corrupt only leaves out images that
+    /// could not have been trained on (every image is checked before the first step).
+    let resumeAllows (difference: string) = difference = "Config.SkipCorrupt: false -> true"
+
     let private refuseDifferent (dir: string) (json: string) =
         if File.Exists(configFile dir) then
             let existing = File.ReadAllText(configFile dir)
-            match Json.differences existing json with
+            match Json.differences existing json |> List.filter (resumeAllows >> not) with
             | [] -> ()
             | diffs ->
                 Errors.fail "%s: this run was started with a different configuration (%s); use another --out or the original options"
@@ -98,7 +102,9 @@ module Run =
         let json = recordedJson config
         refuseDifferent dir json
         Directory.CreateDirectory(stateDir dir) |> ignore
-        if not (File.Exists(configFile dir)) then writeText (configFile dir) json
+        // A resume that adds --skip-corrupt records it.
+        if not (File.Exists(configFile dir)) || Json.differences (File.ReadAllText(configFile dir)) json |> List.exists resumeAllows then
+            writeText (configFile dir) json
         if File.Exists(progressFile dir) then
             Json.deserialize<RunProgress> (progressFile dir) (File.ReadAllText(progressFile dir))
         else emptyProgress
