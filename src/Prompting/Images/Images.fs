@@ -48,7 +48,7 @@ module Images =
     /// truncated JPEG, PNG or BMP; see ImageContainers), then stb_image, whose errors are kept.
     let decodeBytes (name: string) (bytes: byte[]) =
         let w, h = checkHeader name bytes
-        ImageContainers.problem bytes |> Option.iter (fun problem -> Errors.fail "%s: %s" name problem)
+        ImageContainers.problem bytes |> Option.iter (fun problem -> Errors.fail "%s: cannot decode image (%s)" name problem)
         let image =
             try ImageResult.FromMemory(bytes, ColorComponents.RedGreenBlue)
             with e -> Errors.fail "%s: cannot decode image (%s)" name e.Message

@@ -33,18 +33,17 @@ module Safetensors =
     /// The tensors' byte ranges must tile the data exactly, as the reference implementation
     /// requires: no two overlap or alias one another, no gap, no bytes after the last one.
     let private checkTiling (path: string) (dataLength: int64) (entries: Entry list) =
-        let sorted = entries |> List.sortBy (fun e -> e.Begin, e.End)
+        let sorted = entries |> List.sortBy (fun e -> e.Begin, e.End) |> Array.ofList
+        // Overlaps first (an aliased tensor also leaves a gap where its own bytes were).
+        for k in 1 .. sorted.Length - 1 do
+            let a, b = sorted[k - 1], sorted[k]
+            if b.Begin < a.End then
+                Errors.fail "%s: tensors '%s' and '%s' overlap (bytes %d-%d and %d-%d of the data)" path a.Name b.Name a.Begin a.End b.Begin b.End
         let mutable position = 0L
-        let mutable previous = None
         for e in sorted do
-            if e.Begin < position then
-                let other = previous |> Option.map (fun (p: Entry) -> p.Name) |> Option.defaultValue "?"
-                Errors.fail "%s: tensors '%s' and '%s' overlap (bytes %d-%d and %d-%d of the data)"
-                    path other e.Name (previous |> Option.map (fun p -> p.Begin) |> Option.defaultValue 0L) position e.Begin e.End
             if e.Begin > position then
                 Errors.fail "%s: %d unused bytes in the data before tensor '%s' (at byte %d)" path (e.Begin - position) e.Name position
             position <- e.End
-            previous <- Some e
         if position < dataLength then
             Errors.fail "%s: %d trailing bytes after the last tensor (the data holds %d bytes, the tensors %d)" path (dataLength - position) dataLength position
 
