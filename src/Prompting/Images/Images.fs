@@ -59,7 +59,10 @@ module Images =
 
     let decode (path: string) =
         if not (File.Exists path) then Errors.fail "%s: file not found" path
-        Limits.checkArray path (FileInfo(path).Length)
+        // No image format needs more than 4 bytes a pixel (uncompressed 32-bit BMP).
+        let length = FileInfo(path).Length
+        if length > 4L * maxPixels + (16L <<< 20) then
+            Errors.fail "%s: an image file of %d bytes is over the budget (an image has at most %d pixels)" path length maxPixels
         let bytes =
             try File.ReadAllBytes path
             with :? IOException | :? UnauthorizedAccessException as e -> Errors.fail "%s: cannot read (%s)" path e.Message

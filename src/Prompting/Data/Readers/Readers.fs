@@ -26,6 +26,7 @@ type ReadResult = { Dataset: Dataset; Skipped: Skipped list }
 module Readers =
     let readAllBytes (path: string) =
         if not (File.Exists path) then Errors.fail "%s: file not found" path
+        Limits.checkArray path (FileInfo(path).Length)
         try File.ReadAllBytes path
         with :? IOException | :? UnauthorizedAccessException as e -> Errors.fail "%s: cannot read (%s)" path e.Message
 
