@@ -60,6 +60,21 @@ let tests =
               Expect.isLessThan seconds 10.0 "stops at the budget"
           }
 
+          test "a PAX header claiming 1.9 GB is refused before the tar reader allocates it" {
+              use dir = new TempDir()
+              let path = dir.File "pax.tar"
+              File.WriteAllBytes(path, Array.append (ustarHeader "PaxHeaders/x" 1_900_000_000L |> fun h -> (h[156] <- byte 'x'; fixChecksum h)) (Array.zeroCreate 2048))
+              let before = GC.GetAllocatedBytesForCurrentThread()
+              let msg = failsWithin 10.0 path (fun () -> Readers.indexTar path)
+              expectMessage msg [ path; "PaxHeaders/x"; "1900000000" ] "PAX size"
+              Expect.isLessThan (GC.GetAllocatedBytesForCurrentThread() - before) (64L <<< 20) "nothing of that size allocated"
+              // Gzipped, 10 MB of attributes fit the decompression budget but not the metadata limit.
+              let gz = dir.File "pax.tar.gz"
+              File.WriteAllBytes(gz, Prompting.Tests.Data.gzipBytes (Array.append (ustarHeader "PaxHeaders/y" 10_000_000L |> fun h -> (h[156] <- byte 'x'; fixChecksum h)) (Array.zeroCreate 10_001_408)))
+              let msg2 = failsWithin 10.0 gz (fun () -> Readers.readTarMembers gz (fun _ -> true))
+              expectMessage msg2 [ gz; "metadata" ] "PAX limit"
+          }
+
           test "a plain tar member claiming more than the archive is refused" {
               use dir = new TempDir()
               let path = dir.File "tree.tar"

@@ -60,6 +60,15 @@ let gzipBomb (path: string) (header: byte[]) (zeros: int64) =
     writeZeros gz zeros
     path
 
+/// Recomputes a tar header's checksum after an edit.
+let fixChecksum (h: byte[]) =
+    Encoding.ASCII.GetBytes("        ").CopyTo(h, 148)
+    let sum = Array.sumBy int h[0..511]
+    Encoding.ASCII.GetBytes(Convert.ToString(sum, 8).PadLeft(6, '0')).CopyTo(h, 148)
+    h[154] <- 0uy
+    h[155] <- byte ' '
+    h
+
 /// A ustar header block for a regular file `name` of `size` bytes (size in octal, checksummed).
 let ustarHeader (name: string) (size: int64) =
     let h = Array.zeroCreate<byte> 512
