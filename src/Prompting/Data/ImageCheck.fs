@@ -23,15 +23,29 @@ module ImageCheck =
           /// Leave bad images out (and report them) instead of failing.
           SkipCorrupt: bool }
 
-    /// A cached verdict: the file's identity when it was checked and the problem (null: none).
-    type Verdict =
+    /// A verdict: the sample's file and its identity when it was checked, and the problem
+    /// (null: none).
+    type private Verdict =
         { Source: string
+          File: string
           Size: int64
           Ticks: int64
           Problem: string }
 
+    /// One bad member of a file in the cache.
+    type CachedProblem = { Member: string; Problem: string }
+
+    /// The verdicts of one file in the cache: members are the sources less the file's path
+    /// ("" for an image file itself, "#train/cat/1.jpg" inside an archive).
+    type CachedFile =
+        { File: string
+          Size: int64
+          Ticks: int64
+          Good: string[]
+          Bad: CachedProblem[] }
+
     /// What the cache file holds (plain arrays and strings: System.Text.Json reads them back).
-    type CacheFile = { Rules: int; Verdicts: Verdict[] }
+    type CacheFile = { Rules: int; Files: CachedFile[] }
 
     /// The default cache of verdicts for a dataset path: under $XDG_CACHE_HOME (or ~/.cache)
     /// /prompting/image-checks, one small file per dataset path.
@@ -69,25 +83,45 @@ module ImageCheck =
         match fileOf source with
         | Some file ->
             let info = FileInfo file
-            Some(info.Length, info.LastWriteTimeUtc.Ticks)
+            Some(file, info.Length, info.LastWriteTimeUtc.Ticks)
         | None -> None
 
-    let private load (cacheFile: string option) =
+    let private load (cacheFile: string option) : Map<string, Verdict> =
         match cacheFile with
         | Some path when File.Exists path ->
             try
                 let cache = JsonSerializer.Deserialize<CacheFile>(File.ReadAllText path)
-                if isNull (box cache) || cache.Rules <> rules || isNull cache.Verdicts then Map.empty
-                else cache.Verdicts |> Array.filter (fun v -> not (isNull (box v)) && not (isNull v.Source)) |> Array.map (fun v -> v.Source, v) |> Map.ofArray
+                if isNull (box cache) || cache.Rules <> rules || isNull cache.Files then Map.empty
+                else
+                    [| for f in cache.Files do
+                           if not (isNull (box f)) && not (isNull f.File) && not (isNull f.Good) && not (isNull f.Bad) then
+                               let verdict m problem = f.File + m, { Source = f.File + m; File = f.File; Size = f.Size; Ticks = f.Ticks; Problem = problem }
+                               for m in f.Good do
+                                   if not (isNull m) then yield verdict m null
+                               for b in f.Bad do
+                                   if not (isNull (box b)) && not (isNull b.Member) then yield verdict b.Member b.Problem |]
+                    |> Map.ofArray
             with :? JsonException | :? IOException | :? UnauthorizedAccessException | :? NotSupportedException -> Map.empty
         | _ -> Map.empty
 
     let private save (cacheFile: string option) (verdicts: Verdict seq) =
         match cacheFile with
         | Some path ->
+            let files =
+                verdicts
+                |> Seq.groupBy (fun v -> v.File, v.Size, v.Ticks)
+                |> Seq.map (fun ((file, size, ticks), vs) ->
+                    let memberOf (v: Verdict) = v.Source.Substring file.Length
+                    { File = file
+                      Size = size
+                      Ticks = ticks
+                      Good = vs |> Seq.filter (fun v -> isNull v.Problem) |> Seq.map memberOf |> Seq.sort |> Array.ofSeq
+                      Bad = vs |> Seq.filter (fun v -> not (isNull v.Problem)) |> Seq.map (fun v -> { Member = memberOf v; Problem = v.Problem }) |> Array.ofSeq })
+                |> Seq.sortBy (fun f -> f.File)
+                |> Array.ofSeq
             // A cache that cannot be written only costs a re-check next time.
             try
-                let text = JsonSerializer.Serialize { Rules = rules; Verdicts = verdicts |> Seq.sortBy (fun v -> v.Source) |> Array.ofSeq }
+                let text = JsonSerializer.Serialize { Rules = rules; Files = files }
                 Files.writeAtomic path (fun tmp -> File.WriteAllText(tmp, text))
             with PromptingError _ -> ()
         | None -> ()
@@ -107,10 +141,10 @@ module ImageCheck =
         Parallel.ForEach(images, parallelism, fun (s: Sample) ->
             verdicts[s.Source] <-
                 match identity s.Source, cached.TryFind s.Source with
-                | Some(size, ticks), Some v when v.Size = size && v.Ticks = ticks -> v
-                | Some(size, ticks), _ -> { Source = s.Source; Size = size; Ticks = ticks; Problem = decodeProblem s }
+                | Some(file, size, ticks), Some v when v.File = file && v.Size = size && v.Ticks = ticks -> v
+                | Some(file, size, ticks), _ -> { Source = s.Source; File = file; Size = size; Ticks = ticks; Problem = decodeProblem s }
                 // Not from a file (built in memory): checked, never cached.
-                | None, _ -> { Source = s.Source; Size = -1L; Ticks = 0L; Problem = decodeProblem s })
+                | None, _ -> { Source = s.Source; File = ""; Size = -1L; Ticks = 0L; Problem = decodeProblem s })
         |> ignore
         // Verdicts of files outside these samples (another subset of the same data) are kept.
         let fresh = verdicts.Values |> Seq.filter (fun v -> v.Size >= 0L) |> List.ofSeq
