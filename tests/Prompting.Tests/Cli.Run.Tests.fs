@@ -210,8 +210,15 @@ let tests =
               // A non-image file appears: named, unless --skip-corrupt (a different configuration here).
               File.WriteAllText(Path.Combine(data, "train", "class1", "notes.txt"), "not an image")
               expectOneLineError (runArgs data checkpoint run 1 []) [ "notes.txt" ] |> ignore
-              expectOneLineError (runArgs data checkpoint run 1 [ "--skip-corrupt" ]) [ "different configuration"; "SkipCorrupt" ] |> ignore
               expectSameFiles before (snapshot run) "after the non-image file"
+              // Adding --skip-corrupt to a resume is allowed when nothing else changed; the
+              // finished run keeps its results, and its configuration records the option.
+              let results = matrix run
+              let code1, _, err1 = runCli (runArgs data checkpoint run 1 [ "--skip-corrupt" ])
+              Expect.equal code1 0 err1
+              Expect.equal (matrix run) results "the finished run's results"
+              Expect.stringContains (File.ReadAllText(Path.Combine(run, "config.json"))) "\"SkipCorrupt\": true" "recorded"
+              let before = snapshot run
               let fresh = Path.Combine(tempDir (), "skipping")
               let code2, _, err2 = runCli (runArgs data checkpoint fresh 1 [ "--skip-corrupt" ])
               Expect.equal code2 0 err2
@@ -219,7 +226,7 @@ let tests =
               Expect.equal (matrix fresh).Length 2 "the run finished"
               // The data directory disappears.
               Directory.Move(data, data + "-gone")
-              expectOneLineError (runArgs data checkpoint run 1 []) [ data ] |> ignore
+              expectOneLineError (runArgs data checkpoint run 1 [ "--skip-corrupt" ]) [ data ] |> ignore
               expectSameFiles before (snapshot run) "after the data went missing"
           }
 

@@ -107,7 +107,7 @@ let tests =
               expectOneLineError (rerun out [ "--lr"; "0.001" ]) [ "different configuration"; "LearningRate"; "--accept-recipe-change" ] |> ignore
               let code, _, err = runCli (rerun out [ "--lr"; "0.001"; "--accept-recipe-change" ])
               Expect.equal code 0 err
-              Expect.stringContains (File.ReadAllText(Run.logFile out)) "recipe changed on resume" "the change is logged"
+              Expect.stringContains (File.ReadAllText(Run.logFile out)) "configuration changed on resume: Config.Method.Recipe.LearningRate" "the change is logged"
               Expect.stringContains (File.ReadAllText(Run.configFile out)) "\"LearningRate\": 0.001" "and recorded"
           }
 

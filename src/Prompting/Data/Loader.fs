@@ -79,7 +79,9 @@ module Loader =
             let s = samples[i]
             let image = s.Load()
             Runtime.noteDecodedImage image.Width image.Height
-            let values = transform.Apply (sampleRandom o.Seed epoch i) image
+            let values =
+                try transform.Apply (sampleRandom o.Seed epoch i) image
+                with PromptingError m -> Errors.fail "%s: %s" s.Source m
             if values.Length <> per then
                 Errors.fail "%s: transform gave %d values, expected 3x%dx%d" s.Source values.Length transform.Size transform.Size
             Array.blit values 0 pixels (k * per) per

@@ -68,6 +68,8 @@ module Experiment =
         let reportSkipped (skipped: Skipped list) =
             if not skipped.IsEmpty then
                 log (sprintf "skipped %d unreadable files (--skip-corrupt), e.g. %s: %s" skipped.Length skipped.Head.Path skipped.Head.Reason)
+        // Every image of the subset decoded once before any work (cached; Data.ImageCheck).
+        let subset c d = subset c d |> ImageCheck.dataset { CacheFile = Some(ImageCheck.defaultCacheFile c.Data); SkipCorrupt = c.SkipCorrupt } reportSkipped
         let benchmark = Benchmarks.find c.Benchmark
         let options = { SkipCorrupt = c.SkipCorrupt }
         match benchmark.Kind with

@@ -175,10 +175,14 @@ module Run =
 
     let private recordedJson (run: PreparedRun) = Json.serialize (record run)
 
-    /// Differences to the recorded configuration the run accepts: only recipe fields, and only when
-    /// asked (`--accept-recipe-change`, e.g. a lower rate after a divergence).
+    /// Configuration changes a resume accepts without being asked: adding --skip-corrupt only
+    /// leaves out images that could not have been trained on (every image is checked first).
+    let resumeAllows (difference: string) = difference = "Config.SkipCorrupt: false -> true"
+
+    /// Differences to the recorded configuration the run accepts: adding --skip-corrupt, and recipe
+    /// fields when asked (`--accept-recipe-change`, e.g. a lower rate after a divergence).
     let private acceptable (run: PreparedRun) (difference: string) =
-        run.AcceptRecipeChange && difference.StartsWith "Config.Method.Recipe."
+        resumeAllows difference || (run.AcceptRecipeChange && difference.StartsWith "Config.Method.Recipe.")
 
     /// The differences to the directory's recorded configuration, after refusing those not accepted.
     let private differences (run: PreparedRun) (dir: string) (json: string) =
@@ -205,8 +209,9 @@ module Run =
         let json = recordedJson run
         let accepted = differences run dir json
         Directory.CreateDirectory(stateDir dir) |> ignore
+        // An accepted change (--skip-corrupt added, a recipe change asked for) is recorded.
         if not (File.Exists(configFile dir)) || not accepted.IsEmpty then
-            if not accepted.IsEmpty then log (sprintf "recipe changed on resume (--accept-recipe-change): %s" (String.Join("; ", accepted)))
+            if not accepted.IsEmpty then log (sprintf "configuration changed on resume: %s" (String.Join("; ", accepted)))
             writeText (configFile dir) json
         if File.Exists(progressFile dir) then
             let progress = readProgress dir

@@ -20,15 +20,49 @@ module Images =
     let isImageFile (path: string) =
         extensions.Contains(Path.GetExtension(path).ToLowerInvariant())
 
+    /// The most pixels an image may have (8192 x 8192): checked from the header before decoding,
+    /// so a tiny file that claims huge dimensions allocates nothing.
+    let maxPixels = 1L <<< 26
+
+    /// The most the longer side may exceed the shorter one (a 1 x 12,000 strip is not a photo;
+    /// resizing its shorter side to the model's size would make a gigantic image).
+    let maxAspect = 100L
+
+    /// Width and height from the header, checked against the budgets.
+    let private checkHeader (name: string) (bytes: byte[]) =
+        let info =
+            try
+                use stream = new MemoryStream(bytes, false)
+                ImageInfo.FromStream stream
+            with e -> Errors.fail "%s: cannot decode image (%s)" name e.Message
+        if not info.HasValue then Errors.fail "%s: cannot decode image (unknown format or corrupt header)" name
+        let w, h = int64 info.Value.Width, int64 info.Value.Height
+        if w <= 0L || h <= 0L then Errors.fail "%s: cannot decode image (invalid size %dx%d in the header)" name w h
+        if w * h > maxPixels then
+            Errors.fail "%s: image of %dx%d claims %d pixels, over the budget of %d" name w h (w * h) maxPixels
+        if max w h > maxAspect * min w h then
+            Errors.fail "%s: image of %dx%d has an extreme aspect ratio (at most %d:1 is accepted)" name w h maxAspect
+        w, h
+
+    /// Decodes strictly: the header's size within the budgets, the container complete (no
+    /// truncated JPEG, PNG or BMP; see ImageContainers), then stb_image, whose errors are kept.
     let decodeBytes (name: string) (bytes: byte[]) =
+        let w, h = checkHeader name bytes
+        ImageContainers.problem bytes |> Option.iter (fun problem -> Errors.fail "%s: cannot decode image (%s)" name problem)
         let image =
             try ImageResult.FromMemory(bytes, ColorComponents.RedGreenBlue)
             with e -> Errors.fail "%s: cannot decode image (%s)" name e.Message
         if isNull image || image.Width <= 0 || image.Height <= 0 then Errors.fail "%s: cannot decode image" name
+        if int64 image.Width <> w || int64 image.Height <> h || int64 image.Data.Length <> w * h * 3L then
+            Errors.fail "%s: cannot decode image (decoded %dx%d, the header says %dx%d)" name image.Width image.Height w h
         { Width = image.Width; Height = image.Height; Pixels = image.Data }
 
     let decode (path: string) =
         if not (File.Exists path) then Errors.fail "%s: file not found" path
+        // No image format needs more than 4 bytes a pixel (uncompressed 32-bit BMP).
+        let length = FileInfo(path).Length
+        if length > 4L * maxPixels + (16L <<< 20) then
+            Errors.fail "%s: an image file of %d bytes is over the budget (an image has at most %d pixels)" path length maxPixels
         let bytes =
             try File.ReadAllBytes path
             with :? IOException | :? UnauthorizedAccessException as e -> Errors.fail "%s: cannot read (%s)" path e.Message
@@ -106,10 +140,16 @@ module Images =
         { Width = outWidth; Height = outHeight; Pixels = vertical }
 
     /// torchvision Resize(int): the shorter side becomes `size`, the longer keeps the aspect ratio.
+    /// The result must fit the pixel budget (extreme aspect ratios or sizes are an error, never
+    /// an overflowing buffer).
     let resizeShorter (size: int) (img: RgbImage) =
         let w, h =
-            if img.Width <= img.Height then size, int (float size * float img.Height / float img.Width)
-            else int (float size * float img.Width / float img.Height), size
+            if img.Width <= img.Height then float size, Math.Floor(float size * float img.Height / float img.Width)
+            else Math.Floor(float size * float img.Width / float img.Height), float size
+        if w * h > float maxPixels then
+            Errors.fail "image of %dx%d: resizing its shorter side to %d would make %.0fx%.0f pixels, over the budget of %d"
+                img.Width img.Height size w h maxPixels
+        let w, h = int w, int h
         if w = img.Width && h = img.Height then img else resizeBicubic w h img
 
     /// torchvision CenterCrop: offsets rounded half to even, as Python's round does.

@@ -58,7 +58,11 @@ module Predict =
             let chunk = Array.zeroCreate<float32[]> n
             try
                 System.Threading.Tasks.Parallel.For(0, n, fun i ->
-                    chunk[i] <- Images.decode files[start + i] |> Images.preprocess size preprocessing) |> ignore
+                    let file = files[start + i]
+                    let image = Images.decode file
+                    chunk[i] <-
+                        try Images.preprocess size preprocessing image
+                        with PromptingError m -> Errors.fail "%s: %s" file m) |> ignore
             with :? System.AggregateException as e ->
                 // Report the first failing file as a plain error, not a wrapped one.
                 raise (e.Flatten().InnerExceptions[0])

@@ -75,7 +75,11 @@ module Npy =
 
     let read (path: string) : HostTensor =
         if not (File.Exists path) then Errors.fail "%s: file not found" path
-        parse path (File.ReadAllBytes path)
+        Limits.checkArray path (FileInfo(path).Length)
+        let bytes =
+            try File.ReadAllBytes path
+            with :? IOException | :? UnauthorizedAccessException as e -> Errors.fail "%s: cannot read (%s)" path e.Message
+        parse path bytes
 
     /// Serialises float32 data as a version 1.0 .npy image.
     let serialize (t: HostTensor) : byte[] =

@@ -30,6 +30,23 @@ module Safetensors =
     let looksLike (bytes: ReadOnlySpan<byte>) =
         bytes.Length >= 9 && bytes[8] = byte '{'
 
+    /// The tensors' byte ranges must tile the data exactly, as the reference implementation
+    /// requires: no two overlap or alias one another, no gap, no bytes after the last one.
+    let private checkTiling (path: string) (dataLength: int64) (entries: Entry list) =
+        let sorted = entries |> List.sortBy (fun e -> e.Begin, e.End) |> Array.ofList
+        // Overlaps first (an aliased tensor also leaves a gap where its own bytes were).
+        for k in 1 .. sorted.Length - 1 do
+            let a, b = sorted[k - 1], sorted[k]
+            if b.Begin < a.End then
+                Errors.fail "%s: tensors '%s' and '%s' overlap (bytes %d-%d and %d-%d of the data)" path a.Name b.Name a.Begin a.End b.Begin b.End
+        let mutable position = 0L
+        for e in sorted do
+            if e.Begin > position then
+                Errors.fail "%s: %d unused bytes in the data before tensor '%s' (at byte %d)" path (e.Begin - position) e.Name position
+            position <- e.End
+        if position < dataLength then
+            Errors.fail "%s: %d trailing bytes after the last tensor (the data holds %d bytes, the tensors %d)" path (dataLength - position) dataLength position
+
     let private parseHeader (path: string) (fileLength: int64) (headerBytes: byte[]) =
         // The header must be valid UTF-8 (System.Text.Json only notices bad bytes in a name when
         // the name is read, and then throws InvalidOperationException).
@@ -56,8 +73,10 @@ module Safetensors =
                    match d.ValueKind, (if d.ValueKind = JsonValueKind.Number then d.TryGetInt64() else (false, 0L)) with
                    | JsonValueKind.Number, (true, x) when x >= 0L -> x
                    | _ -> bad () |]
+        let seen = Collections.Generic.HashSet<string>()
         let entries =
             [ for p in doc.RootElement.EnumerateObject() do
+                  if not (seen.Add p.Name) then Errors.fail "%s: duplicate name '%s' in the safetensors header" path p.Name
                   if p.Name <> "__metadata__" then
                       let v = p.Value
                       if v.ValueKind <> JsonValueKind.Object then
@@ -82,24 +101,48 @@ module Safetensors =
                           Errors.fail "%s: tensor '%s' of shape %s and dtype %s needs %d bytes but its offsets span %d" path p.Name (HostTensor.shapeText shape) dtype size (offsets[1] - offsets[0])
                       if offsets[1] > dataLength then
                           Errors.fail "%s: truncated file: tensor '%s' ends at byte %d of the data but only %d bytes are present" path p.Name offsets[1] dataLength
+                      if count > Limits.maxArray then
+                          Errors.fail "%s: tensor '%s' of shape %s has %d elements, too many to load (at most %d)" path p.Name (HostTensor.shapeText shape) count Limits.maxArray
                       yield { Name = p.Name; DType = dtype; Shape = shape; Begin = offsets[0]; End = offsets[1] } ]
+        checkTiling path dataLength entries
         entries, metadata
 
-    let private decode (path: string) (e: Entry) (bytes: byte[]) : float32[] =
-        let n = bytes.Length / itemSize path e.Name e.DType
+    /// Converts `bytes` (whole elements) to float32 into `values` from element `start` on.
+    let private decodeInto (path: string) (e: Entry) (bytes: byte[]) (length: int) (values: float32[]) (start: int) =
+        let n = length / itemSize path e.Name e.DType
+        let put (f: int -> float32) =
+            for i in 0 .. n - 1 do
+                values[start + i] <- f i
         match e.DType with
-        | "F32" ->
-            let values = Array.zeroCreate<float32> n
-            Buffer.BlockCopy(bytes, 0, values, 0, bytes.Length)
-            values
-        | "F16" -> Array.init n (fun i -> HostTensor.halfToSingle (BitConverter.ToUInt16(bytes, 2 * i)))
-        | "BF16" -> Array.init n (fun i -> HostTensor.bfloat16ToSingle (BitConverter.ToUInt16(bytes, 2 * i)))
-        | "F64" -> Array.init n (fun i -> float32 (BitConverter.ToDouble(bytes, 8 * i)))
-        | "I64" -> Array.init n (fun i -> float32 (BitConverter.ToInt64(bytes, 8 * i)))
-        | "I32" -> Array.init n (fun i -> float32 (BitConverter.ToInt32(bytes, 4 * i)))
-        | "I16" -> Array.init n (fun i -> float32 (BitConverter.ToInt16(bytes, 2 * i)))
-        | "I8" -> Array.init n (fun i -> float32 (sbyte bytes[i]))
-        | _ -> Array.init n (fun i -> float32 bytes[i])
+        | "F32" -> Buffer.BlockCopy(bytes, 0, values, 4 * start, length)
+        | "F16" -> put (fun i -> HostTensor.halfToSingle (BitConverter.ToUInt16(bytes, 2 * i)))
+        | "BF16" -> put (fun i -> HostTensor.bfloat16ToSingle (BitConverter.ToUInt16(bytes, 2 * i)))
+        | "F64" -> put (fun i -> float32 (BitConverter.ToDouble(bytes, 8 * i)))
+        | "I64" -> put (fun i -> float32 (BitConverter.ToInt64(bytes, 8 * i)))
+        | "I32" -> put (fun i -> float32 (BitConverter.ToInt32(bytes, 4 * i)))
+        | "I16" -> put (fun i -> float32 (BitConverter.ToInt16(bytes, 2 * i)))
+        | "I8" -> put (fun i -> float32 (sbyte bytes[i]))
+        | _ -> put (fun i -> float32 bytes[i])
+
+    /// Bytes read at a time: a tensor may be larger than one byte array (over 2 GiB of F32).
+    let private chunkBytes = 1 <<< 20
+
+    /// Reads one tensor's elements chunk by chunk into a float32 array (its element count was
+    /// checked against the array limit from the header).
+    let private readTensor (path: string) (fs: Stream) (dataStart: int64) (e: Entry) =
+        let size = itemSize path e.Name e.DType
+        let values = Array.zeroCreate<float32> (int ((e.End - e.Begin) / int64 size))
+        let buffer = Array.zeroCreate<byte> chunkBytes
+        fs.Seek(dataStart + e.Begin, SeekOrigin.Begin) |> ignore
+        let mutable remaining = e.End - e.Begin
+        let mutable element = 0
+        while remaining > 0L do
+            let length = int (min remaining (int64 chunkBytes))
+            fs.ReadExactly(buffer, 0, length)
+            decodeInto path e buffer length values element
+            element <- element + length / size
+            remaining <- remaining - int64 length
+        values
 
     /// Reads all tensors (converted to float32) and the string metadata.
     let readWithMetadata (path: string) : (string * HostTensor) list * Map<string, string> =
@@ -122,11 +165,7 @@ module Safetensors =
         let tensors =
             entries
             |> List.sortBy (fun e -> e.Begin)
-            |> List.map (fun e ->
-                let bytes = Array.zeroCreate<byte> (int (e.End - e.Begin))
-                fs.Seek(dataStart + e.Begin, SeekOrigin.Begin) |> ignore
-                fs.ReadExactly(bytes, 0, bytes.Length)
-                e.Name, HostTensor.create e.Shape (decode path e bytes))
+            |> List.map (fun e -> e.Name, HostTensor.create e.Shape (readTensor path fs dataStart e))
         tensors, metadata
 
     let read (path: string) = fst (readWithMetadata path)

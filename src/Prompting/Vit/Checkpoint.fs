@@ -84,6 +84,34 @@ module Checkpoint =
         | Some t -> t.Shape
         | None -> Errors.fail "%s: missing key %s: cannot infer the architecture" path key
 
+    /// The number of blocks: the distinct indices N of `blocks.N.*` keys must be 0 .. depth - 1.
+    /// A huge index in one key name (`blocks.99999999.norm1.weight`) is an error here, before
+    /// anything is sized by it.
+    let private blockCount (path: string) (tensors: Map<string, HostTensor>) =
+        let indices =
+            tensors.Keys
+            |> Seq.choose (fun k ->
+                let parts = k.Split '.'
+                if parts.Length > 2 && parts[0] = "blocks" then
+                    match Int32.TryParse(parts[1], Globalization.NumberStyles.None, Globalization.CultureInfo.InvariantCulture) with
+                    | true, i -> Some(i, k)
+                    | _ -> None
+                else None)
+            |> Seq.distinctBy fst
+            |> Seq.sortBy fst
+            |> Array.ofSeq
+        if indices.Length = 0 then Errors.fail "%s: no transformer blocks (blocks.N.*) found" path
+        let highest, key = indices[indices.Length - 1]
+        if highest >= indices.Length then
+            let missing = indices |> Array.mapi (fun position (i, _) -> position, i) |> Array.find (fun (position, i) -> position <> i) |> fst
+            Errors.fail "%s: key '%s' names block %d, but only %d distinct blocks are present (blocks.%d is missing)" path key highest indices.Length missing
+        indices.Length
+
+    /// A dimension read from a file as an int (shapes are int64 there).
+    let private dimension (path: string) (key: string) (d: int64) =
+        if d > int64 Int32.MaxValue then Errors.fail "%s: %s has a dimension of %d, too large" path key d
+        int d
+
     /// Infers width, depth, patch, grid, MLP width and classes from the tensors.
     let inferConfig (path: string) (heads: int option) (tensors: Map<string, HostTensor>) =
         let patch = shapeOf path tensors "patch_embed.proj.weight"
@@ -91,36 +119,30 @@ module Checkpoint =
         if patch.Length <> 4 || patch[2] <> patch[3] then
             Errors.fail "%s: patch_embed.proj.weight has shape %s, expected [D, C, p, p]" path (HostTensor.shapeText patch)
         if pos.Length <> 3 then Errors.fail "%s: pos_embed has shape %s, expected [1, 1 + G², D]" path (HostTensor.shapeText pos)
-        let width = int patch[0]
-        let gridTokens = int pos[1] - 1
+        let width = dimension path "patch_embed.proj.weight" patch[0]
+        let gridTokens = dimension path "pos_embed" pos[1] - 1
         let grid = int (Math.Round(sqrt (float gridTokens)))
         if grid * grid <> gridTokens then
             Errors.fail "%s: pos_embed has %d patch positions, not a square grid" path gridTokens
-        let depth =
-            tensors.Keys
-            |> Seq.choose (fun k ->
-                if k.StartsWith "blocks." then
-                    match Int32.TryParse(k.Split('.')[1]) with
-                    | true, i -> Some(i + 1)
-                    | _ -> None
-                else None)
-            |> Seq.fold max 0
-        if depth = 0 then Errors.fail "%s: no transformer blocks (blocks.N.*) found" path
+        let depth = blockCount path tensors
         let mlp =
             match tensors.TryFind "blocks.0.mlp.fc1.weight" with
-            | Some t -> int t.Shape[0]
-            | None -> 4 * width
+            | Some t when t.Shape.Length > 0 -> dimension path "blocks.0.mlp.fc1.weight" t.Shape[0]
+            | _ -> 4 * width
         let classes =
             match tensors.TryFind "head.weight" with
-            | Some t -> int t.Shape[0]
-            | None -> 0
+            | Some t when t.Shape.Length > 0 -> dimension path "head.weight" t.Shape[0]
+            | _ -> 0
         let heads = defaultArg heads (max 1 (width / 64))
         if width % heads <> 0 then
             Errors.fail "%s: width %d is not divisible by %d heads (pass the number of heads)" path width heads
-        VitConfig.validate
-            { ImageSize = grid * int patch[2]
-              PatchSize = int patch[2]
-              InChannels = int patch[1]
+        let validate c =
+            try VitConfig.validate c
+            with PromptingError m -> Errors.fail "%s: %s" path m
+        validate
+            { ImageSize = dimension path "patch_embed.proj.weight" (int64 grid * patch[2])
+              PatchSize = dimension path "patch_embed.proj.weight" patch[2]
+              InChannels = dimension path "patch_embed.proj.weight" patch[1]
               Width = width
               Depth = depth
               Heads = heads

@@ -1,5 +1,6 @@
 namespace Prompting.Vit
 
+open System
 open System.Text.RegularExpressions
 open TorchSharp
 open Prompting
@@ -66,27 +67,40 @@ module KeyMap =
         let take key =
             used.Add key |> ignore
             table[key]
+        // A tensor of the wrong rank makes the conversion itself fail: one line naming both keys.
+        let converted (google: string) (timm: string) (convert: unit -> HostTensor) =
+            try convert ()
+            with
+            | :? Runtime.InteropServices.ExternalException
+            | :? IndexOutOfRangeException
+            | :? ArgumentException as e ->
+                let shape = match table.TryGetValue google with | true, t -> HostTensor.shapeText t.Shape | _ -> "?"
+                Errors.fail "%s: %s of shape %s cannot be converted to timm's %s (%s)" path google shape timm (e.Message.Split('\n')[0])
         let mapped =
             [ for google, timm, convert in simple do
-                  if table.ContainsKey google then yield timm, convert (take google)
+                  if table.ContainsKey google then yield timm, converted google timm (fun () -> convert (take google))
               let blocks =
                   table.Keys
                   |> Seq.choose (fun k ->
                       let m = blockPrefix.Match k
-                      if m.Success then Some(int m.Groups[1].Value) else None)
+                      match Int32.TryParse(m.Groups[1].Value, Globalization.NumberStyles.None, Globalization.CultureInfo.InvariantCulture) with
+                      | true, i when m.Success -> Some i
+                      | _ -> None)
                   |> Seq.distinct
                   |> Seq.sort
               for i in blocks do
                   let pre = sprintf "Transformer/encoderblock_%d/" i
                   for google, timm, convert in perBlock do
                       if table.ContainsKey(pre + google) then
-                          yield sprintf "blocks.%d.%s" i timm, convert (take (pre + google))
+                          let name = sprintf "blocks.%d.%s" i timm
+                          yield name, converted (pre + google) name (fun () -> convert (take (pre + google)))
                   for kind, convert, timm in [ "kernel", headsKernel, "weight"; "bias", flat, "bias" ] do
                       let names = [ for n in [ "query"; "key"; "value" ] -> sprintf "%s%s/%s/%s" pre attention n kind ]
                       match names |> List.filter table.ContainsKey with
                       | [] -> ()
                       | present when present.Length = 3 ->
-                          yield sprintf "blocks.%d.attn.qkv.%s" i timm, concatRows (names |> List.map (take >> convert))
+                          let name = sprintf "blocks.%d.attn.qkv.%s" i timm
+                          yield name, converted names.Head name (fun () -> concatRows (names |> List.map (take >> convert)))
                       | present ->
                           let missing = names |> List.except present
                           Errors.fail "%s: incomplete attention %s: missing %s" path kind (String.concat ", " missing) ]

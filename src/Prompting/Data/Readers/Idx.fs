@@ -25,41 +25,68 @@ module Idx =
     let private bigEndian (b: byte[]) (o: int) =
         (int b[o] <<< 24) ||| (int b[o + 1] <<< 16) ||| (int b[o + 2] <<< 8) ||| int b[o + 3]
 
-    /// Header check: returns the dimensions and the offset of the data.
-    let private header (path: string) (expectedDims: int) (bytes: byte[]) =
-        if bytes.Length < 4 then Errors.fail "%s: too short for an IDX file (%d bytes)" path bytes.Length
-        if bytes[0] <> 0uy || bytes[1] <> 0uy || bytes[2] <> 0x08uy || int bytes[3] <> expectedDims then
-            Errors.fail "%s: bad IDX magic number 0x%02x%02x%02x%02x (expected 0x000008%02x: unsigned bytes, %d dimension(s))"
-                path bytes[0] bytes[1] bytes[2] bytes[3] expectedDims expectedDims
-        let offset = 4 + 4 * expectedDims
-        if bytes.Length < offset then Errors.fail "%s: truncated IDX header" path
-        let dims = Array.init expectedDims (fun i -> bigEndian bytes (4 + 4 * i))
-        if dims |> Array.exists (fun d -> d < 0) then Errors.fail "%s: negative IDX dimension" path
-        let expected = dims |> Array.fold (fun acc d -> acc * int64 d) 1L
-        let actual = int64 (bytes.Length - offset)
-        if actual < expected then
-            Errors.fail "%s: truncated IDX file (%d data bytes for dimensions %s, expected %d)" path actual (String.Join("x", dims)) expected
-        if actual > expected then
-            Errors.fail "%s: %d unexpected trailing bytes after the IDX data" path (actual - expected)
-        dims, offset
+    /// Reads up to `count` bytes (fewer only at the end of the stream).
+    let private readUpTo (stream: Stream) (count: int) =
+        let bytes = Array.zeroCreate<byte> count
+        let mutable read = 0
+        let mutable finished = false
+        while read < count && not finished do
+            let n = stream.Read(bytes, read, count - read)
+            if n <= 0 then finished <- true else read <- read + n
+        bytes[.. read - 1]
 
-    let private contents (path: string) = Readers.readAllBytes path |> Readers.gunzipIfNeeded path
+    /// The dimensions and the data of an IDX file, gzipped or not (by content). The header is
+    /// read and checked first; the data is allocated only once its size, the product of the
+    /// dimensions, is known to fit the budget (the file's size, or the decompression budget).
+    let private contents (path: string) (expectedDims: int) : int[] * byte[] =
+        if not (File.Exists path) then Errors.fail "%s: file not found" path
+        try
+            use file = File.OpenRead path
+            let gzipped = file.Length >= 2L && file.ReadByte() = 0x1f && file.ReadByte() = 0x8b
+            file.Position <- 0L
+            use stream = if gzipped then Readers.boundedGunzip path file.Length file else (file :> Stream)
+            let magic = readUpTo stream 4
+            if magic.Length < 4 then Errors.fail "%s: too short for an IDX file (%d bytes)" path magic.Length
+            if magic[0] <> 0uy || magic[1] <> 0uy || magic[2] <> 0x08uy || int magic[3] <> expectedDims then
+                Errors.fail "%s: bad IDX magic number 0x%02x%02x%02x%02x (expected 0x000008%02x: unsigned bytes, %d dimension(s))"
+                    path magic[0] magic[1] magic[2] magic[3] expectedDims expectedDims
+            let header = readUpTo stream (4 * expectedDims)
+            if header.Length < 4 * expectedDims then Errors.fail "%s: truncated IDX header" path
+            let dims = Array.init expectedDims (fun i -> bigEndian header (4 * i))
+            if dims |> Array.exists (fun d -> d < 0) then Errors.fail "%s: negative IDX dimension" path
+            let expected =
+                try dims |> Array.fold (fun acc d -> Checked.(*) acc (int64 d)) 1L
+                with :? OverflowException -> Errors.fail "%s: IDX dimensions %s overflow" path (String.Join("x", dims))
+            let offset = int64 (4 + 4 * expectedDims)
+            if gzipped then Limits.checkDecompressed path file.Length (offset + expected)
+            else
+                let actual = file.Length - offset
+                if actual < expected then
+                    Errors.fail "%s: truncated IDX file (%d data bytes for dimensions %s, expected %d)" path actual (String.Join("x", dims)) expected
+                if actual > expected then
+                    Errors.fail "%s: %d unexpected trailing bytes after the IDX data" path (actual - expected)
+            Limits.checkArray path expected
+            let data = readUpTo stream (int expected)
+            if int64 data.Length < expected then
+                Errors.fail "%s: truncated IDX file (%d data bytes for dimensions %s, expected %d)" path data.Length (String.Join("x", dims)) expected
+            if gzipped && stream.ReadByte() >= 0 then Errors.fail "%s: unexpected trailing bytes after the IDX data" path
+            dims, data
+        with :? InvalidDataException | :? IOException | :? UnauthorizedAccessException as e ->
+            Errors.fail "%s: corrupt, truncated or unreadable (%s)" path e.Message
 
     /// An idx3-ubyte file of images.
     let readImages (path: string) : GreyImages =
-        let bytes = contents path
-        let dims, offset = header path 3 bytes
+        let dims, pixels = contents path 3
         if dims[1] = 0 || dims[2] = 0 then Errors.fail "%s: empty image size %dx%d" path dims[2] dims[1]
+        if int64 dims[1] * int64 dims[2] > Images.maxPixels then
+            Errors.fail "%s: images of %dx%d pixels are over the budget of %d pixels" path dims[2] dims[1] Images.maxPixels
         { Count = dims[0]
           Height = dims[1]
           Width = dims[2]
-          Pixels = bytes[offset..] }
+          Pixels = pixels }
 
     /// An idx1-ubyte file of labels.
-    let readLabels (path: string) : byte[] =
-        let bytes = contents path
-        let _, offset = header path 1 bytes
-        bytes[offset..]
+    let readLabels (path: string) : byte[] = snd (contents path 1)
 
     /// Samples pairing images and labels; labels must be below the number of classes.
     let samples (imagesPath: string) (labelsPath: string) (classes: int) : Sample[] =
