@@ -68,6 +68,8 @@ public static class Experiment
                 CoreCalls.Option(options.TestPerClass),
                 FSharpOption<Data.PixelScale>.None,
                 FSharpOption<int>.None,
+                FSharpOption<string>.None,
+                FSharpOption<string>.None,
                 FSharpOption<int>.Some(options.Seed),
                 FSharpOption<bool>.Some(options.SkipCorrupt),
                 FSharpOption<bool>.None);

@@ -88,10 +88,12 @@ type MethodsArgs =
     | Tasks of count: int
     | Classes of count: int
     | Heads of count: int
+    | Details
 
     interface IArgParserTemplate with
         member this.Usage =
             match this with
+            | Details -> "instead of parameter counts: each method's head, what predicts, when it adapts, and its recipe."
             | Checkpoint _ -> "count for the architecture of this checkpoint."
             | Arch _ -> "count for a preset architecture (default vit-base-patch16-224)."
             | Tasks _ -> "number of tasks (default 10); sets pool sizes that equal it."
@@ -152,12 +154,16 @@ type RunArgs =
     | Skip_Corrupt
     | Unit_Range
     | Query_Depth of blocks: int
+    | Head of kind: string
+    | Adapt of schedule: string
     | Bf16
     | Accept_Recipe_Change
 
     interface IArgParserTemplate with
         member this.Usage =
             match this with
+            | Head _ -> "what predicts: linear (the trained head), prototype (class means), ridge (random projection + ridge regression, RanPAC) or aligned (head re-trained on sampled class statistics); the loss still trains the method's own head."
+            | Adapt _ -> "when the trainable parts learn: every-task (default) or first-task (frozen after it, as APER and RanPAC)."
             | Accept_Recipe_Change -> "resume although --lr, --epochs, --batch-size or --bf16 differ from the run's recipe (recorded in config.json and the log)."
             | Method _ -> "prompt method or baseline (see `prompting methods`)."
             | Benchmark _ -> "a registered benchmark: imagefolder, cifar10, cifar100, fashion-mnist, imagenet-r, domains, sequence (see `prompting benchmarks`)."

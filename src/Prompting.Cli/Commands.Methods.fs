@@ -21,9 +21,13 @@ let list (args: ParseResults<MethodsArgs>) =
         | None, arch -> VitConfig.preset (defaultArg arch "vit-base-patch16-224")
     eprintfn "%-16s %14s %12s %10s %12s   (trainable parameters; width %d, depth %d, %d tasks, %d classes)"
         "method" "prompts+keys" "other" "head" "total" config.Width config.Depth tasks classes
-    for m in Methods.all tasks do
-        let n = Counting.count m config classes
-        printfn "%-16s %14d %12d %10d %12d" m.Name n.PromptsAndKeys n.Other n.Head n.Total
+    if args.Contains MethodsArgs.Details then
+        for m in Methods.all tasks do
+            printfn "%s" (Describe.methodLine m)
+    else
+        for m in Methods.all tasks do
+            let n = Counting.count m config classes
+            printfn "%-16s %14d %12d %10d %12d" m.Name n.PromptsAndKeys n.Other n.Head n.Total
     0
 
 let private scalar (t: torch.Tensor) = HostTensor.create [||] [| t.detach().cpu().item<float32> () |]

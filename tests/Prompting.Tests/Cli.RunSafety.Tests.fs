@@ -140,7 +140,7 @@ let tests =
 
           test "killed with SIGKILL at many random points, task boundaries included, the run ends as an uninterrupted one" {
               let data, checkpoint = inputs.Force()
-              let epochs = 3
+              let epochs = 4
               let straight = Path.Combine(tempDir (), "straight")
               let code, _, err = runCli (runArgs data checkpoint straight epochs [])
               Expect.equal code 0 err
@@ -165,7 +165,7 @@ let tests =
                   let clock = Stopwatch.StartNew()
                   while not p.HasExited && position () = start && clock.Elapsed < TimeSpan.FromMinutes 2.0 do
                       Threading.Thread.Sleep 10
-                  if kills < 12 && not (p.WaitForExit(rng.Next(0, 600))) then
+                  if kills < 12 && not (p.WaitForExit(rng.Next(0, 200))) then
                       p.Kill true
                       p.WaitForExit()
                       kills <- kills + 1

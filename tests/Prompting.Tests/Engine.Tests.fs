@@ -198,6 +198,35 @@ let tests =
               Expect.notEqual (sources other.Train) (sources split.Train) "another seed, another split"
           }
 
+          test "adapting on the first task only: every trainable tensor bit-identical after task 1" {
+              let cfg = config Methods.linear
+              let dir = tempDir ()
+              run { cfg with Method = { cfg.Method with Adaptation = FirstTaskOnly } } dir ignore |> ignore
+              let after t = Prompting.Tensors.Safetensors.read (Run.taskStateFile dir t) |> Map.ofList
+              let first, second = after 0, after 1
+              Expect.equal (Map.keys second |> List.ofSeq) (Map.keys first |> List.ofSeq) "same tensors"
+              for KeyValue(name, t) in first do
+                  Expect.equal second[name].Values t.Values (sprintf "%s unchanged by task 2" name)
+              let everyTask = tempDir ()
+              run cfg everyTask ignore |> ignore
+              let moved = Prompting.Tensors.Safetensors.read (Run.taskStateFile everyTask 1) |> Map.ofList
+              let firstHead = first["head.fc.weight"].Values
+              Expect.notEqual moved["head.fc.weight"].Values firstHead "while every-task adaptation moves them"
+          }
+
+          test "a trainable part that gets no gradient is an error naming it and its part" {
+              // L2P with a parameter-free prototype head: the loss cannot reach the prompts.
+              let broken = { (config Methods.l2p).Method with Name = "l2p-prototypes"; Head = PrototypeHead }
+              let message =
+                  try
+                      run { config Methods.l2p with Method = broken } (tempDir ()) ignore |> ignore
+                      ""
+                  with PromptingError m -> m
+              Expect.stringContains message "prompts.pool.layer0.prompt" "names the parameter"
+              Expect.stringContains message "prompt group pool" "and its part"
+              Expect.stringContains message "l2p-prototypes" "and the method"
+          }
+
           test "configuration survives JSON" {
               let cfg = config Methods.codaPrompt
               let back = Json.deserialize<RunConfig> "test" (Json.serialize cfg)

@@ -36,6 +36,12 @@ type RunRequest =
       TestPerClass: int option
       Normalisation: PixelScale option
       QueryDepth: int option
+      /// Overrides what predicts: linear (the trained head), prototype (class means), ridge
+      /// (RanPAC's random projection and ridge regression) or aligned (head re-trained on sampled
+      /// class statistics, VQ-Prompt's recalibration).
+      Head: string option
+      /// Overrides when the trainable parts learn: every-task or first-task.
+      Adapt: string option
       Seed: int option
       SkipCorrupt: bool option
       /// Resuming may change the recorded recipe (not part of the configuration).
@@ -46,7 +52,7 @@ module RunRequest =
         { Base = None; Method = None; Benchmark = None; Data = None; Checkpoint = None; Heads = None; Tasks = None
           Scenario = None; Epochs = None; BatchSize = None; LearningRate = None; Bf16 = None; ImageSize = None
           ClassOrder = None; TrainPerClass = None; TestPerClass = None; Normalisation = None; QueryDepth = None
-          Seed = None; SkipCorrupt = None; AcceptRecipeChange = None }
+          Head = None; Adapt = None; Seed = None; SkipCorrupt = None; AcceptRecipeChange = None }
 
 /// The one configuration path: a RunRequest to a PreparedRun (the config and its checkpoint, read once).
 module Configure =
@@ -65,6 +71,22 @@ module Configure =
             BatchSize = defaultArg r.BatchSize recipe.BatchSize
             LearningRate = defaultArg r.LearningRate recipe.LearningRate
             Bf16 = defaultArg r.Bf16 recipe.Bf16 }
+
+    /// The method with what predicts replaced (`--head`).
+    let withHead (head: string) (m: Method) =
+        match head.Trim().ToLowerInvariant() with
+        | "linear" -> { m with Calibration = TrainedHead; Recalibration = None }
+        | "prototype" -> { m with Calibration = ClassMeans; Recalibration = None }
+        | "ridge" -> { m with Calibration = RandomProjectionRidge Method.ranpacRidge; Recalibration = None }
+        | "aligned" -> { m with Calibration = TrainedHead; Recalibration = Some(defaultArg m.Recalibration Methods.vqPrompt.Recalibration.Value) }
+        | other -> Errors.fail "--head %s: expected linear, prototype, ridge or aligned" other
+
+    /// The method with when it learns replaced (`--adapt`).
+    let withAdaptation (adapt: string) (m: Method) =
+        match adapt.Trim().ToLowerInvariant() with
+        | "every-task" -> { m with Adaptation = EveryTask }
+        | "first-task" -> { m with Adaptation = FirstTaskOnly }
+        | other -> Errors.fail "--adapt %s: expected every-task or first-task" other
 
     let resolve (r: RunRequest) : PreparedRun =
         let b = r.Base
@@ -95,6 +117,9 @@ module Configure =
             | Some k -> { method with QueryDepth = Some k }
             | None -> method
         let method = { method with Recipe = recipe r method.Recipe }
+        let method = r.Head |> Option.fold (fun m h -> withHead h m) method
+        let method = r.Adapt |> Option.fold (fun m a -> withAdaptation a m) method
+        Method.checkComposition method
         let checkpoint =
             match r.Checkpoint |> Option.orElse (from (fun c -> c.Checkpoint)) with
             | Some c -> c

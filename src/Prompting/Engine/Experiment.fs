@@ -130,14 +130,9 @@ module Experiment =
             Metrics.writeCsv (Path.Combine(dir, "metrics.csv")) (Path.Combine(dir, "summary.csv")) s.Metrics
             presentation.AfterTask dir s
 
-    /// Runs or resumes the experiment in `dir`; log lines also go to dir/log.txt.
-    let run (presentation: RunPresentation) (run: PreparedRun) (dir: string) (device: torch.Device) =
+    /// The run itself, once `dir` is locked.
+    let private runLocked (presentation: RunPresentation) (run: PreparedRun) (dir: string) (device: torch.Device) =
         let c = run.Config
-        validate run
-        // Before any data is read or logged: a refused resume leaves the directory untouched.
-        Run.checkResumable run dir
-        // One process per run directory, from here to the end of the run.
-        use _ = RunLock.Acquire dir
         let logPath = Run.logFile dir
         let mutable logFailed = false
         // A full disk must not end a run with a stack trace over a log line: the state files,
@@ -162,6 +157,25 @@ module Experiment =
             let outcome = Run.execute run dir scenario batches device events
             writeOutputs presentation recorded dir outcome.Progress
             outcome)
+
+    /// Runs or resumes the experiment in `dir`; log lines also go to dir/log.txt.
+    let run (presentation: RunPresentation) (run: PreparedRun) (dir: string) (device: torch.Device) =
+        validate run
+        // Before any data is read or logged: a refused resume leaves the directory untouched.
+        Run.checkResumable run dir
+        // One process per run directory, from here to the end of the run. A directory this call
+        // creates and leaves without a configuration (a failure before the run began) is removed
+        // again, so nothing is left that could block the corrected command.
+        let created = not (Directory.Exists dir)
+        let lock = RunLock.Acquire dir
+        try
+            try
+                runLocked presentation run dir device
+            finally
+                (lock :> IDisposable).Dispose()
+        with _ when created && not (File.Exists(Run.configFile dir)) ->
+            (try Directory.Delete(dir, true) with _ -> ())
+            reraise ()
 
     /// Opens a run again: its configuration, its data's scenario (for the class order), and the model
     /// with the state of its last completed task. The checkpoint must be the one the run recorded.

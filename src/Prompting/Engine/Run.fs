@@ -336,7 +336,16 @@ module Run =
             try
                 Trainer.trainTask model recipe device (batches.BatchesPerEpoch task.Train)
                     (fun epoch -> batches.Train task.Train epoch) firstEpoch restore events.Step epochDone
-            with Diverged(epoch, step, what) ->
+            with
+            | NoGradient names ->
+                let part (name: string) =
+                    match name.Split '.' with
+                    | [| "prompts"; group; _ |] | [| "prompts"; group; _; _ |] -> sprintf "prompt group %s" group
+                    | parts -> parts[0]
+                let parts = names |> List.map part |> List.distinct
+                Errors.fail "method %s: %s received no gradient in the first steps of task %d (%s): the loss does not depend on them, so they cannot learn; check the method's head and parts"
+                    config.Method.Name (String.Join(", ", names |> List.truncate 4)) (t + 1) (String.Join(", ", parts))
+            | Diverged(epoch, step, what) ->
                 let kept =
                     if epoch > 0 then sprintf "the state after epoch %d of task %d" epoch (t + 1)
                     elif t > 0 then sprintf "the state after task %d" t

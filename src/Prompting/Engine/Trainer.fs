@@ -10,6 +10,10 @@ open Prompting.Prompts
 /// trainable parameters were not finite at the end of the epoch. Nothing of the epoch was saved.
 exception Diverged of epoch: int * step: int option * what: string
 
+/// Trainable parameters (by state name) whose gradient was null or zero at each of a task's first
+/// steps: the loss does not depend on them, so the method cannot learn them.
+exception NoGradient of names: string list
+
 /// One task's training: an optimiser per learning-rate group, one dispose scope per step, the
 /// loss read back once per epoch (one host synchronisation per logging interval).
 module Trainer =
@@ -24,7 +28,8 @@ module Trainer =
                   (restore: torch.optim.Optimizer list -> unit)
                   (stepDone: unit -> unit)
                   (epochDone: int -> float -> torch.optim.Optimizer list -> unit) =
-        let trainable = model.TrainableParameters()
+        // A method that adapts on the first task only takes no step afterwards (APER, RanPAC).
+        let trainable = if model.LearnsThisTask then model.TrainableParameters() else []
         if trainable.IsEmpty then
             for epoch in firstEpoch .. t.Epochs - 1 do epochDone epoch nan []
         else
@@ -45,6 +50,12 @@ module Trainer =
                     use total = torch.zeros ([||], device = device)
                     // The first step whose loss is not finite (−1: none), tracked on the device.
                     use firstBad = torch.full ([||], -1L, dtype = torch.int64, device = device)
+                    // In a task's first steps: which parameters some step gave a non-zero gradient. Three
+                    // steps, because a zero-initialised layer (an adapter's up projection) leaves the
+                    // layer before it without gradient on the first step only.
+                    let checkGradients = epoch = 0
+                    let checkedSteps = 3
+                    use reached = torch.zeros ([| int64 parameters.Length |], dtype = torch.float64, device = device)
                     let mutable steps = 0
                     let step (iteration: int) (batch: Batch) =
                         use _ = Runtime.noCollection (Runtime.stepBudget batch.Count batch.Size 4)
@@ -58,6 +69,9 @@ module Trainer =
                         let loss = Loss.total model output y
                         for o, _ in optimizers do o.zero_grad ()
                         loss.backward ()
+                        if checkGradients && iteration < checkedSteps then
+                            let nonZero = [| for p in parameters -> match p.grad with null -> torch.zeros ([||], dtype = torch.float64, device = device) | g -> g.ne(0.0.ToScalar()).any().to_type torch.float64 |]
+                            reached.copy_ (torch.maximum (reached, torch.stack nonZero)) |> ignore
                         t.GradientClip |> Option.iter (Gradients.clipNorm parameters)
                         for o, _ in optimizers do o.step () |> ignore
                         // The epoch's loss accumulates on the device: no host read per step.
@@ -76,7 +90,11 @@ module Trainer =
                         use _ = torch.no_grad ()
                         use scope = torch.NewDisposeScope()
                         let finite = torch.stack([| for p in parameters -> p.isfinite().all () |]).all ()
-                        let read = HostReads.values (torch.stack [| total.to_type torch.float64; firstBad.to_type torch.float64; finite.to_type torch.float64 |])
+                        let summary = torch.stack [| total.to_type torch.float64; firstBad.to_type torch.float64; finite.to_type torch.float64 |]
+                        let read = HostReads.values (torch.cat ([| summary; reached |], 0L))
+                        if checkGradients && min steps checkedSteps >= 2 then
+                            let missing = [ for (name, _), r in List.zip trainable (List.ofArray read[3..]) do if r = 0.0 then yield name ]
+                            if not missing.IsEmpty then raise (NoGradient missing)
                         read[0], int read[1], read[2] = 1.0
                     let mean = if steps = 0 then nan else loss / float steps
                     if steps > 0 then

@@ -1,5 +1,7 @@
 namespace Prompting.Prompts
 
+open Prompting
+
 /// How a prefix prompt is split into attention keys and values.
 type PrefixConvention =
     /// Original L2P/DualPrompt (JAX): a key prefix and a value prefix, each of the prompt length.
@@ -150,6 +152,31 @@ type HeadRecalibration =
       WeightDecay: float
       VarianceFloor: float }
 
+/// RanPAC's head: a fixed random projection of the features with ReLU, and a ridge regression on
+/// it over every image seen, its regulariser chosen on the current task as the official code does.
+type RidgeRegression =
+    { /// M: the projection's width (10,000 in RanPAC).
+      ProjectionSize: int
+      /// The candidate regularisers are 10^k for these k (RanPAC: −8..8).
+      RidgeExponents: int list
+      /// The share of the current task's features (in a seeded shuffled order) that fits each
+      /// candidate; the rest scores it by mean squared error (RanPAC: 0.8).
+      FitFraction: float }
+
+/// What predicts once a task has ended: the head the loss trained, or a head calibrated from the
+/// features of every class seen, whatever trained the features.
+type Calibration =
+    | TrainedHead
+    /// Cosine similarity to each class's mean feature (SimpleCIL's and APER's rule).
+    | ClassMeans
+    | RandomProjectionRidge of RidgeRegression
+
+/// When the trainable parts learn.
+type Adaptation =
+    | EveryTask
+    /// On the first task only; frozen afterwards (APER, RanPAC's first-session adaptation).
+    | FirstTaskOnly
+
 /// A method: pure configuration, no tensors, its training recipe included. `PromptedModel.build`
 /// turns it into a model; the engine trains it with `Recipe`. The name is for lookup and display only.
 type Method =
@@ -167,6 +194,10 @@ type Method =
       AdapterReduction: int option
       TrainingLogits: TrainingLogits
       Recalibration: HeadRecalibration option
+      /// What predicts after each task: the trained head or a calibrated one.
+      Calibration: Calibration
+      /// When the trainable parts learn: every task, or the first only.
+      Adaptation: Adaptation
       /// Blocks of the frozen, un-prompted backbone the query pass runs before its class token
       /// goes through the final norm: None = all of them (the reference methods). Some k makes
       /// the query pass cost k/depth of a forward pass, in training and evaluation alike; with
@@ -174,6 +205,24 @@ type Method =
       QueryDepth: int option }
 
 module Method =
+    /// RanPAC's ridge head: M = 10,000, regularisers 10^−8 .. 10^8, fitted on 80 % of the task.
+    let ranpacRidge = { ProjectionSize = 10_000; RidgeExponents = [ -8 .. 8 ]; FitFraction = 0.8 }
+
+    /// Whether training changes the features the head reads (prompts, adapters, backbone weights).
+    let trainsFeatures (m: Method) = not m.Groups.IsEmpty || m.AdapterReduction.IsSome || m.Backbone <> Frozen
+
+    /// Whether the trainable parts learn on task `task`.
+    let learnsOn (task: int) (m: Method) = m.Adaptation = EveryTask || task = 0
+
+    /// Refuses compositions that cannot work, with the reason.
+    let checkComposition (m: Method) =
+        match m.Calibration, m.Adaptation with
+        | RandomProjectionRidge _, EveryTask when trainsFeatures m ->
+            Errors.fail "method %s: a ridge head sums a Gram matrix over every task's features, but this method's features change on every task (its prompts, adapters or backbone train), so earlier tasks' sums would no longer match; adapt on the first task only (--adapt first-task)" m.Name
+        | _ -> ()
+        if m.Head = PrototypeHead && m.Calibration <> TrainedHead then
+            Errors.fail "method %s: predicts with class prototypes already; a calibrated head is for methods that train a head" m.Name
+
     /// Whether the method's prompt choices can be scored against tasks (one pool entry per task,
     /// trained with the task id): the prompt-choice accuracy is reported for these.
     let choosesPerTask (m: Method) =

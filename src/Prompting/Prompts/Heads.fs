@@ -47,10 +47,12 @@ module HeadCalibration =
             stds.Dispose()
             labelsOfClass.Dispose()
 
-/// The classifier of a prompted model. It owns its end-of-task lifecycle: a prototype head (SimpleCIL)
-/// and a recalibrated head (VQ-Prompt) keep class statistics of the features over every task seen,
-/// gathered in the engine's feature pass, and set or retrain themselves from them.
-type ClassifierHead(kind: HeadKind, width: int, classes: int, vptInit: bool, recalibration: HeadRecalibration option) as this =
+/// The classifier of a prompted model. It owns its end-of-task lifecycle: a prototype head (SimpleCIL),
+/// a recalibrated head (VQ-Prompt) and a calibrated predictor (class means, RanPAC's ridge head) learn
+/// from the features of every task seen, gathered in the engine's feature pass. The loss always
+/// trains the head of `kind`; once a task has ended, a calibrated predictor is what predicts (in
+/// evaluation mode).
+type ClassifierHead(kind: HeadKind, width: int, classes: int, vptInit: bool, recalibration: HeadRecalibration option, calibration: Calibration) as this =
     inherit torch.nn.Module<torch.Tensor, torch.Tensor>("ClassifierHead")
     let d, c = int64 width, int64 classes
     let hidden =
@@ -77,50 +79,99 @@ type ClassifierHead(kind: HeadKind, width: int, classes: int, vptInit: bool, rec
             torch.nn.init.kaiming_normal_ (fc.weight, mode = torch.nn.init.FanInOut.FanOut) |> ignore
             fc.bias.fill_ ((-(log ((1.0 - 0.01) / 0.01))).ToScalar()) |> ignore
         | _ -> ()
+        match calibration with
+        | TrainedHead -> ()
+        | ClassMeans -> this.register_buffer ("class_means", torch.zeros (c, d))
+        | RandomProjectionRidge _ -> ()
+        if calibration <> TrainedHead then this.register_buffer ("calibrated", torch.zeros 1L)
 
+    let ridge =
+        match calibration with
+        | RandomProjectionRidge settings ->
+            let r = new RidgeReadout(settings, width, classes)
+            this.register_module ("ridge", r)
+            Some r
+        | _ -> None
     let statistics = ClassStatistics()
-    let needsStatistics = kind = PrototypeHead || recalibration.IsSome
+    let needsStatistics = kind = PrototypeHead || recalibration.IsSome || calibration = ClassMeans
+    let atTaskEnd = if needsStatistics || ridge.IsSome then FeaturePass else NothingAtTaskEnd
+    let mutable fitted = false
 
     member _.Kind = kind
 
     /// Per-class feature statistics of every task so far (empty unless the head needs them).
     member _.Statistics = statistics
 
+    member _.Calibration = calibration
+
+    /// The ridge head's state, when the head is calibrated by one.
+    member _.Ridge = ridge
+
+    /// Whether a calibrated predictor has been fitted (at the end of a task) and predicts; mirrors
+    /// the `calibrated` buffer so that a forward pass reads nothing back from the device.
+    member _.Calibrated = fitted
+
+    /// Reads the `calibrated` buffer again, after state was loaded into it.
+    member this.SyncCalibrated() =
+        fitted <- calibration <> TrainedHead && (this.get_buffer "calibrated").cpu().item<float32> () > 0.0f
+
     interface ITaskPart with
         member _.BeginTask _ = ()
-        member _.AtTaskEnd = if needsStatistics then FeaturePass else NothingAtTaskEnd
-        member _.ObserveFeatures(features, labels) = if needsStatistics then statistics.Add(features, labels)
+        member _.AtTaskEnd = atTaskEnd
+        member _.ObserveFeatures(features, labels) =
+            if needsStatistics then statistics.Add(features, labels)
+            ridge |> Option.iter (fun r -> r.Observe(features, labels))
         member this.EndTask(ending) =
-            if kind = PrototypeHead then this.SetPrototypesFrom statistics
+            if kind = PrototypeHead then this.SetPrototypesFrom "prototypes" statistics
             match recalibration with
             | Some config when ending.Task >= 1 ->
                 HeadCalibration.retrainHead config ending.BatchSize ending.SeenClasses this statistics
             | _ -> ()
-        member _.LifecycleState() = if needsStatistics then statistics.ToExact() else []
-        member _.RestoreLifecycleState state = statistics.LoadExact state
+            match calibration with
+            | TrainedHead -> ()
+            | ClassMeans -> this.SetPrototypesFrom "class_means" statistics
+            | RandomProjectionRidge _ -> ridge |> Option.iter (fun r -> r.Fit())
+            if calibration <> TrainedHead then
+                use _ = torch.no_grad ()
+                (this.get_buffer "calibrated").fill_ (1.0.ToScalar()) |> ignore
+                fitted <- true
+        member _.LifecycleState() =
+            (if needsStatistics then statistics.ToExact() else [])
+            @ (match ridge with Some r -> [ for k, t in r.State() -> "ridge." + k, t ] | None -> [])
+        member _.RestoreLifecycleState state =
+            statistics.LoadExact [ for k, t in state do if not (k.StartsWith "ridge.") then yield k, t ]
+            ridge |> Option.iter (fun r -> r.Restore [ for k, t in state do if k.StartsWith "ridge." then yield k.Substring 6, t ])
 
-    /// SimpleCIL: the rows of every class in `stats` become its unit mean feature.
-    member this.SetPrototypesFrom(stats: ClassStatistics) =
+    /// SimpleCIL: the rows of every class in `stats` become its unit mean feature, in `buffer`.
+    member this.SetPrototypesFrom (buffer: string) (stats: ClassStatistics) =
         let ids = stats.Classes |> Array.ofList
         if ids.Length > 0 then
             let means = ids |> Array.collect (fun c -> stats.Mean c |> Array.map float32)
             use m = torch.tensor (means, System.ReadOnlySpan<int64> [| int64 ids.Length; int64 width |])
-            this.SetPrototypes(ids |> Array.map int64, m)
+            this.SetRows(buffer, ids |> Array.map int64, m)
 
     /// Replaces the prototypes of `classIds` with the given mean features (SimpleCIL).
-    member this.SetPrototypes(classIds: int64[], means: torch.Tensor) =
+    member this.SetPrototypes(classIds: int64[], means: torch.Tensor) = this.SetRows("prototypes", classIds, means)
+
+    /// Replaces rows `classIds` of a class-mean buffer with the given features, L2-normalised.
+    member this.SetRows(buffer: string, classIds: int64[], means: torch.Tensor) =
         use _ = torch.no_grad ()
-        let protos = this.get_buffer "prototypes"
+        let protos = this.get_buffer buffer
         use normalised = torch.nn.functional.normalize (means.``to`` protos.device, dim = 1L)
         use ids = torch.tensor(classIds, device = protos.device)
         protos.index_copy_ (0L, ids, normalised) |> ignore
 
     override this.forward(features) =
-        match kind with
-        | PrototypeHead ->
+        let cosineTo (buffer: string) =
             use f = torch.nn.functional.normalize (features, dim = 1L)
-            use pt = (this.get_buffer "prototypes").t ()
+            use pt = (this.get_buffer buffer).t ()
             torch.mm (f, pt)
+        match kind with
+        | _ when not this.training && this.Calibrated ->
+            match calibration, ridge with
+            | RandomProjectionRidge _, Some r -> r.Logits features
+            | _ -> cosineTo "class_means"
+        | PrototypeHead -> cosineTo "prototypes"
         | _ ->
             let mutable x = features.alias ()
             for layer in hidden do

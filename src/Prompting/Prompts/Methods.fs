@@ -55,6 +55,8 @@ module Methods =
           AdapterReduction = None
           TrainingLogits = SeenClasses
           Recalibration = None
+          Calibration = TrainedHead
+          Adaptation = EveryTask
           QueryDepth = None }
 
     let private keyed poolSize topK =

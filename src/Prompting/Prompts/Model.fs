@@ -76,7 +76,9 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
         if tokenGroups.Length > 1 then Errors.fail "method %s: at most one group may insert prompt tokens" method.Name
         if method.HeadInput = PromptMean && tokenGroups.IsEmpty then
             Errors.fail "method %s: a prompt-mean head needs a group that inserts prompt tokens" method.Name
-    do validate ()
+    do
+        validate ()
+        Method.checkComposition method
     let makeSource (g: PromptGroup) : PromptSourceModule =
         match g.Source with
         | Static
@@ -84,7 +86,7 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
         | Components _ -> new ComponentSource(shapeOf g)
         | Quantised _ -> new QuantisedSource(shapeOf g)
     let groups = new PromptGroups([ for g in method.Groups -> g, makeSource g ])
-    let head = new ClassifierHead(method.Head, c.Width, TaskLayout.total layout, method.VptHeadInit, method.Recalibration)
+    let head = new ClassifierHead(method.Head, c.Width, TaskLayout.total layout, method.VptHeadInit, method.Recalibration, method.Calibration)
     let adapters = method.AdapterReduction |> Option.map (fun r -> new Adapters(c.Width, c.Depth, r))
     let needsQuery = groups.Sources |> List.exists (fun (_, s) -> s.NeedsQuery)
     /// Blocks of the un-prompted backbone the query pass runs (all of them in the references).
@@ -162,7 +164,9 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
             part.RestoreLifecycleState [ for key, t in state do if key.StartsWith prefix then yield key.Substring prefix.Length, t ]
 
     /// Sets the task without lifecycle effects (used when restoring saved state).
-    member _.RestoreTask(t: int) = task <- t
+    member _.RestoreTask(t: int) =
+        task <- t
+        head.SyncCalibrated()
 
     /// Mixed precision: the frozen backbone computes in `dtype` (bfloat16) while prompts, keys and
     /// the head stay float32 and receive float32 gradients through the casts. Only for methods
@@ -175,6 +179,9 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
         computeType <- dtype
 
     member _.ComputeType = computeType
+
+    /// Whether the trainable parts learn on the current task (every task, or the first only).
+    member _.LearnsThisTask = Method.learnsOn task method
 
     /// Parameters that receive gradients, with their state names.
     member this.TrainableParameters() =

@@ -1,0 +1,35 @@
+namespace Prompting.Prompts
+
+/// One-line, human-readable descriptions of a method's head, adaptation and recipe.
+module Describe =
+    let private schedule (t: Training) =
+        let unit = match t.ScheduleUnit with PerEpoch -> "per epoch" | PerIteration -> "per iteration"
+        match t.Schedule with
+        | Constant -> "constant"
+        | Cosine final -> sprintf "cosine to %g x %s" final unit
+        | WarmupCosine(warmup, final) -> sprintf "%d warm-up epochs, cosine to %g x %s" warmup final unit
+        | QuarterCosine -> sprintf "quarter cosine (CODA) %s" unit
+
+    let recipe (t: Training) =
+        let optimizer = match t.Optimizer with Adam -> "Adam" | AdamW -> "AdamW" | Sgd m -> sprintf "SGD(momentum %g)" m
+        sprintf "%s lr %g%s%s, %s, %d epochs of %d%s%s%s" optimizer t.LearningRate (if t.ScaleByBatch then " x batch/256" else "")
+            (match t.HeadLearningRate with Some h -> sprintf " (head %g)" h | None -> "")
+            (schedule t) t.Epochs t.BatchSize
+            (if t.WeightDecay > 0.0 then sprintf ", weight decay %g" t.WeightDecay else "")
+            (match t.GradientClip with Some c -> sprintf ", clip %g" c | None -> "")
+            (if t.DropLast then ", drop-last" else "")
+
+    /// What the loss trains, and what predicts.
+    let head (m: Method) =
+        let trained = match m.Head with LinearHead -> "linear" | MlpHead k -> sprintf "mlp-%d" k | PrototypeHead -> "prototype (no training)"
+        let predicts =
+            match m.Calibration, m.Recalibration with
+            | TrainedHead, Some _ -> "aligned (re-trained on class statistics)"
+            | TrainedHead, None -> "the trained head"
+            | ClassMeans, _ -> "class means (cosine)"
+            | RandomProjectionRidge r, _ -> sprintf "ridge on a random projection to %d" r.ProjectionSize
+        sprintf "head %s, predicts with %s" trained predicts
+
+    let adaptation (m: Method) = match m.Adaptation with EveryTask -> "adapts every task" | FirstTaskOnly -> "adapts on the first task only"
+
+    let methodLine (m: Method) = sprintf "%-16s %s; %s; %s" m.Name (head m) (adaptation m) (recipe m.Recipe)

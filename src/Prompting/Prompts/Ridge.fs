@@ -1,0 +1,127 @@
+namespace Prompting.Prompts
+
+open TorchSharp
+open Prompting
+open Prompting.Tensors
+
+/// RanPAC's closed-form head, as its official code computes it (float32 on the device of the head).
+module Ridge =
+    /// The readout W = solve(G + λI, Q)ᵀ (C × M) of Gram matrix G (M × M) and targets Q (M × C).
+    let solve (g: torch.Tensor) (q: torch.Tensor) (lambda: float) =
+        use eye = torch.eye (g.shape[0], dtype = g.dtype, device = g.device)
+        use regularised = g + eye * lambda
+        use w = torch.linalg.solve (regularised, q)
+        w.t().contiguous ()
+
+    /// RanPAC's choice of the regulariser: for each λ = 10^k, fit on the first ⌊fraction · n⌋ rows of
+    /// the current task's projected features H (n × M) and one-hot targets Y (n × C), score by the
+    /// mean squared error over every entry of the remaining rows; the λ of the least error, and the
+    /// errors. (The official code never uses the accumulated G here.)
+    let selectRegulariser (exponents: int list) (fraction: float) (h: torch.Tensor) (y: torch.Tensor) =
+        use _ = torch.no_grad ()
+        let n = h.shape[0]
+        let fit = int64 (float n * fraction)
+        if fit < 1L || fit >= n then Errors.fail "ridge head: %d features cannot be split %g / %g to choose the regulariser" n fraction (1.0 - fraction)
+        use hFit = h.narrow (0, 0L, fit)
+        use yFit = y.narrow (0, 0L, fit)
+        use hHeld = h.narrow (0, fit, n - fit)
+        use yHeld = y.narrow (0, fit, n - fit)
+        use hFitT = hFit.t ()
+        use g = torch.mm (hFitT, hFit)
+        use q = torch.mm (hFitT, yFit)
+        let errors =
+            [ for k in exponents ->
+                  let lambda = 10.0 ** float k
+                  use w = solve g q lambda
+                  use wt = w.t ()
+                  use predicted = torch.mm (hHeld, wt)
+                  use mse = torch.nn.functional.mse_loss (predicted, yHeld)
+                  lambda, float (mse.item<float32> ()) ]
+        fst (errors |> List.minBy snd), errors
+
+/// The ridge head's state: the fixed random projection and the readout as buffers (saved with the
+/// trainable state), the Gram and target matrices over every image seen as lifecycle state.
+type RidgeReadout(settings: RidgeRegression, width: int, classes: int) as this =
+    inherit torch.nn.Module("RidgeReadout")
+    let m = int64 settings.ProjectionSize
+    do
+        if settings.ProjectionSize < 1 then Errors.fail "ridge head: projection size %d must be positive" settings.ProjectionSize
+        // G is M × M float32: refuse before allocating what cannot fit.
+        let gramBytes = m * m * 4L
+        let available = System.GC.GetGCMemoryInfo().TotalAvailableMemoryBytes
+        if gramBytes > available / 2L then
+            Errors.fail "ridge head: a projection of %d needs a %d x %d Gram matrix (%d MiB), more than half this machine's %d MiB"
+                settings.ProjectionSize m m (gramBytes >>> 20) (available >>> 20)
+        // RanPAC: W_rand ~ N(0, 1), D × M, drawn once from the (seeded) global generator.
+        this.register_buffer ("projection", torch.randn (int64 width, m))
+        this.register_buffer ("readout", torch.zeros (int64 classes, m))
+    let mutable gram: torch.Tensor = null
+    let mutable targets: torch.Tensor = null
+    let pendingFeatures = ResizeArray<torch.Tensor>()
+    let pendingLabels = ResizeArray<torch.Tensor>()
+    let mutable chosen = nan
+
+    member _.Settings = settings
+    /// The regulariser chosen at the last task's end (NaN before any).
+    member _.Regulariser = chosen
+
+    /// h(x) = ReLU(f(x) W_rand) (B × M).
+    member this.Project(features: torch.Tensor) =
+        use p = torch.mm (features, this.get_buffer "projection")
+        torch.nn.functional.relu p
+
+    /// logits = h(x) W_outᵀ (B × C).
+    member this.Logits(features: torch.Tensor) =
+        use h = this.Project features
+        use wt = (this.get_buffer "readout").t ()
+        torch.mm (h, wt)
+
+    /// Keeps a batch of the current task's features and labels for the end of the task.
+    member _.Observe(features: torch.Tensor, labels: torch.Tensor) =
+        pendingFeatures.Add(features.detach().clone ())
+        pendingLabels.Add(labels.``to``(torch.int64).cpu ())
+
+    /// Adds the task's features to G and Q, chooses λ on them (in a seeded shuffled order, as the
+    /// official loader's), and solves for the readout over everything seen.
+    member this.Fit() =
+        use _ = torch.no_grad ()
+        if pendingFeatures.Count > 0 then
+            use scope = torch.NewDisposeScope()
+            let features = torch.cat (pendingFeatures.ToArray(), 0L)
+            let labels = torch.cat (pendingLabels.ToArray(), 0L)
+            for t in pendingFeatures do t.Dispose()
+            for t in pendingLabels do t.Dispose()
+            pendingFeatures.Clear()
+            pendingLabels.Clear()
+            let readout = this.get_buffer "readout"
+            let device = readout.device
+            let h = this.Project(features.``to`` device)
+            let y = torch.nn.functional.one_hot(labels, readout.shape[0]).to_type(torch.float32).``to`` device
+            let ht = h.t ()
+            if isNull gram then
+                gram <- (torch.zeros (m, m, device = device)).MoveToOuterDisposeScope()
+                targets <- (torch.zeros (m, readout.shape[0], device = device)).MoveToOuterDisposeScope()
+            gram.add_ (torch.mm (ht, h)) |> ignore
+            targets.add_ (torch.mm (ht, y)) |> ignore
+            let order = torch.randperm (h.shape[0], device = device)
+            let lambda, _ = Ridge.selectRegulariser settings.RidgeExponents settings.FitFraction (h.index_select (0L, order)) (y.index_select (0L, order))
+            chosen <- lambda
+            readout.copy_ (Ridge.solve gram targets lambda) |> ignore
+
+    /// G and Q (exact: float32 values in float64).
+    member _.State() : (string * ExactTensor) list =
+        let exact (t: torch.Tensor) =
+            use host = t.cpu().to_type torch.float64
+            { Shape = t.shape; Values = host.data<double>().ToArray() }
+        if isNull gram then [] else [ "gram", exact gram; "targets", exact targets ]
+
+    member this.Restore(state: (string * ExactTensor) list) =
+        let table = Map.ofList state
+        let device = (this.get_buffer "readout").device
+        let load (t: ExactTensor) = torch.tensor(t.Values |> Array.map float32, System.ReadOnlySpan<int64> t.Shape).``to`` device
+        match table.TryFind "gram", table.TryFind "targets" with
+        | Some g, Some q when g.Shape = [| m; m |] && q.Shape.Length = 2 && q.Shape[0] = m ->
+            gram <- load g
+            targets <- load q
+        | None, None -> ()
+        | _ -> Errors.fail "ridge head: saved state needs a %d x %d Gram matrix and %d-row targets" m m m
