@@ -159,4 +159,5 @@ let tests =
               let lines = errorLines err
               Expect.equal lines.Length 1 (sprintf "one line: %s" err)
               Expect.stringContains lines[0] "sbatch not found" "names sbatch"
+              Expect.isFalse (Directory.Exists out) "nothing written"
           } ]

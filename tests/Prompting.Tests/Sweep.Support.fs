@@ -226,6 +226,7 @@ type SlurmCluster private (dir: string, conf: string, startedMunge: int option) 
         match startedMunge with
         | Some pid -> try (Process.GetProcessById pid).Kill() with _ -> ()
         | None -> ()
+        try Directory.Delete(dir, true) with _ -> ()
 
     interface IDisposable with
         member this.Dispose() = this.Stop()

@@ -23,6 +23,11 @@ module Slurm =
     let private notInstalled (command: string) =
         Errors.fail "sweep: %s not found (the slurm executor needs Slurm's client commands on PATH)" command
 
+    /// Fails in one line unless Slurm's client commands can be started.
+    let requireClients () =
+        for command in [ "sbatch"; "squeue"; "scontrol" ] do
+            if (Exec.capture command [ "--version" ] []).IsNone then notInstalled command
+
     /// The job-array script for `names` (task i runs names[i]), at most `concurrency` at once.
     let script (dir: string) (workDir: string) (names: string list) (concurrency: int) (r: Resources) =
         let dir = Path.GetFullPath dir

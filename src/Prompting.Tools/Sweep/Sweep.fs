@@ -90,6 +90,7 @@ module Sweeps =
         | Some n when n < 1 -> Errors.fail "sweep: --parallel %d: must be at least 1" n
         | _ -> ()
         if options.NoWait && not slurm then Errors.fail "sweep: --no-wait needs --executor slurm (local points run in this process)"
+        if slurm then Slurm.requireClients ()
         State.prepare dir points
         Exec.writePointScript dir options.WorkDir options.Command options.ChildOptions |> ignore
         let before = states dir points slurm
