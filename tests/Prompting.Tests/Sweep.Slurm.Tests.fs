@@ -65,6 +65,49 @@ let tests =
               expectSameResults sweep "after resubmission"
           }
 
+          test "a point cancelled mid-run resumes from its last epoch and ends as the uninterrupted run" {
+              let cluster = slurm ()
+              let sweep = Path.Combine(tempDir (), "sweep")
+              let data, checkpoint = inputs.Force()
+              let options =
+                  [ "--benchmark"; "imagefolder"; "--data"; data; "--checkpoint"; checkpoint; "--tasks"; "2"; "--epochs"; "20"
+                    "--batch-size"; "4"; "--image-size"; "32"; "--device"; "cpu" ]
+              let args extra = [ "sweep"; "--methods"; "linear"; "--seeds"; "1"; "--out"; sweep ] @ slurmArgs @ extra @ [ "--" ] @ options
+              let code, stdout, err = sweepOn cluster (args [ "--no-wait" ])
+              Expect.equal code 0 (err + stdout)
+              let name = "linear-s1"
+              // Wait until the run has finished an epoch or two, then cancel it.
+              let progress = Path.Combine(sweep, "runs", name, "progress.json")
+              let started () =
+                  try
+                      use doc = JsonDocument.Parse(File.ReadAllText progress)
+                      let r = doc.RootElement
+                      r.GetProperty("CompletedTasks").GetInt32() >= 1 || r.GetProperty("EpochsDone").GetInt32() >= 2
+                  with _ -> false
+              let deadline = DateTime.UtcNow.AddMinutes 3.0
+              while not (started ()) && DateTime.UtcNow < deadline do Threading.Thread.Sleep 200
+              Expect.isTrue (started ()) "the run got going"
+              let code, _, err = runIn Environment.CurrentDirectory cluster.Env "scancel" [ (jobs sweep)[name] ]
+              Expect.equal code 0 ("scancel: " + err)
+              let rec gone n =
+                  let _, status, _ = sweepOn cluster [ "sweep"; "status"; sweep ]
+                  if status.Contains "running" && n > 0 then
+                      Threading.Thread.Sleep 500
+                      gone (n - 1)
+                  else status
+              let status = gone 60
+              Expect.stringContains status "failed" (sprintf "cancelled mid-run: %s" status)
+              Expect.isFalse (File.Exists(Path.Combine(sweep, "runs", name, "metrics.json")) && status.Contains "finished") "not finished"
+              let code, stdout, err = sweepOn cluster (args [])
+              Expect.equal code 0 (err + stdout)
+              Expect.stringContains stdout "submitted 1 points" "resubmitted"
+              Expect.stringContains (File.ReadAllText(Path.Combine(sweep, "runs", name, "log.txt"))) "resuming after epoch" "resumed, not restarted"
+              let single = Path.Combine(tempDir (), name)
+              let code, _, err = runCliEnv oneThread ([ "run"; "--method"; "linear"; "--seed"; "1"; "--out"; single ] @ options)
+              Expect.equal code 0 err
+              Expect.equal (results (Path.Combine(sweep, "runs", name))) (results single) "as the uninterrupted run"
+          }
+
           test "a failing point is reported failed with its log line while the others finish; a refusing sbatch loses nothing" {
               let cluster = slurm ()
               let sweep = Path.Combine(tempDir (), "sweep")

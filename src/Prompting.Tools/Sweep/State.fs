@@ -160,8 +160,9 @@ module State =
         |> Option.bind (fun t -> match Int32.TryParse(t.Trim()) with | true, pid -> Some pid | _ -> None)
         |> Option.filter (fun pid ->
             let cmdline = sprintf "/proc/%d/cmdline" pid
+            // bash\0DIR/point.sh\0NAME\0: a recycled process id does not pass for the point.
             match readText cmdline with
-            | Some text -> text.Contains "point.sh"
+            | Some text -> text.Split('\000') |> Array.contains name && text.Contains "point.sh"
             | None -> false)
 
     /// The point's state. `queue` maps Slurm array task ids ("12_3") in the queue to their state
