@@ -30,13 +30,20 @@ let check (what: string) (json: string) =
     try Json.deserialize<RunConfig> what json |> ignore
     with PromptingError message -> Errors.fail "sweep: a grid value does not fit the run configuration: %s" message
 
+/// A method's run options: the shared ones, then its own.
+let private optionsOf (spec: SweepSpec) (methodName: string) =
+    spec.RunOptions @ (spec.MethodOptions |> List.tryFind (fun (m, _) -> m = methodName) |> Option.map snd |> Option.defaultValue [])
+
 /// The points of a spec, with the run options checked: --method, --seed and --out belong to the sweep.
 let points (spec: SweepSpec) =
-    let parsed = parseRun spec.RunOptions
-    if parsed.Contains RunArgs.Method then Errors.fail "sweep: give methods with --methods, not --method in the run options"
-    if parsed.Contains RunArgs.Seed then Errors.fail "sweep: give seeds with --seeds, not --seed in the run options"
-    if parsed.Contains RunArgs.Out then Errors.fail "sweep: --out in the run options: each point runs in DIR/runs/<point>"
-    Definition.points spec (configure spec.Base spec.RunOptions) check
+    for m, _ in spec.MethodOptions do
+        if not (List.contains m spec.Methods) then Errors.fail "sweep: run options for method %s, which is not among the methods" m
+    for options in spec.RunOptions :: (spec.MethodOptions |> List.map snd) do
+        let parsed = parseRun options
+        if parsed.Contains RunArgs.Method then Errors.fail "sweep: give methods with --methods, not --method in the run options"
+        if parsed.Contains RunArgs.Seed then Errors.fail "sweep: give seeds with --seeds, not --seed in the run options"
+        if parsed.Contains RunArgs.Out then Errors.fail "sweep: --out in the run options: each point runs in DIR/runs/<point>"
+    Definition.points spec (fun m seed -> configure spec.Base (optionsOf spec m) m seed) check
 
 /// Options every child run gets besides its configuration: the device.
 let private childOptions (runOptions: string list) =
@@ -58,12 +65,14 @@ let spec (args: ParseResults<SweepArgs>) (inlineBase: string) =
     let fromFile =
         match args.TryGetResult SweepArgs.File with
         | Some f -> Definition.readFile f inlineBase
-        | None -> { Base = None; RunOptions = []; Methods = []; Seeds = []; Grid = [] }
+        | None -> { Base = None; RunOptions = []; Methods = []; MethodOptions = []; Seeds = []; Grid = [] }
     let flagged = args.GetResults SweepArgs.Grid |> List.map Definition.parseGridFlag
     let grid =
         (fromFile.Grid |> List.filter (fun a -> not (flagged |> List.exists (fun f -> f.Field = a.Field)))) @ flagged
+    let methods = args.TryGetResult SweepArgs.Methods |> Option.defaultValue fromFile.Methods
     { fromFile with
-        Methods = args.TryGetResult SweepArgs.Methods |> Option.defaultValue fromFile.Methods
+        Methods = methods
+        MethodOptions = fromFile.MethodOptions |> List.filter (fun (m, _) -> List.contains m methods)
         Seeds = args.TryGetResult SweepArgs.Seeds |> Option.defaultValue fromFile.Seeds
         Grid = grid
         RunOptions = fromFile.RunOptions @ args.GetResults SweepArgs.Run_Options }

@@ -100,6 +100,25 @@ let tests =
               Expect.stringContains stdout "4 points: 4 finished" "status counts"
           }
 
+          test "a sweep file gives the same sweep as the flags (re-invoking the flags' sweep with it runs nothing)" {
+              let sweep, _ = localSweep.Force()
+              let file = Path.Combine(tempDir (), "sweep.json")
+              let strings (xs: string list) = "[" + String.Join(", ", xs |> List.map JsonSerializer.Serialize) + "]"
+              File.WriteAllText(
+                  file,
+                  sprintf """{ "run": %s, "methods": %s, "seeds": [0, 1] }""" (strings (runOptions ())) (strings methods)
+              )
+              let code, stdout, err = runCliEnv [] [ "sweep"; "--file"; file; "--out"; sweep ]
+              Expect.equal code 0 (err + stdout)
+              Expect.stringContains stdout "4 finished, 0 running or queued, 0 to run" "the same points"
+              let withGrid = Path.Combine(tempDir (), "grid.json")
+              File.WriteAllText(
+                  withGrid,
+                  sprintf """{ "run": %s, "methods": %s, "seeds": [0, 1], "grid": { "Training.Epochs": [2] } }""" (strings (runOptions ())) (strings methods)
+              )
+              Cli.expectOneLineError [ "sweep"; "--file"; withGrid; "--out"; sweep ] [ "different sweep"; "linear-Epochs=2-s0" ] |> ignore
+          }
+
           test "a changed sweep on the same directory is refused with its differences, nothing touched" {
               let sweep, _ = localSweep.Force()
               let before = snapshot sweep

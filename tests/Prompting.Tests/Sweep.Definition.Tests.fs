@@ -24,7 +24,7 @@ let private valueAt (json: string) (path: string list) =
     e.GetRawText()
 
 let private spec methods seeds grid =
-    { Base = None; RunOptions = []; Methods = methods; Seeds = seeds; Grid = grid }
+    { Base = None; RunOptions = []; Methods = methods; MethodOptions = []; Seeds = seeds; Grid = grid }
 
 [<Tests>]
 let tests =
@@ -121,12 +121,18 @@ let tests =
               Expect.equal s.Methods [ "l2p"; "linear" ] "methods"
               Expect.equal s.Seeds [ 0; 1; 2 ] "seeds"
               Expect.equal s.Grid [ { Field = "Training.LearningRate"; Values = [ "0.01"; "0.001" ] }; { Field = "Training.Schedule"; Values = [ "\"Constant\"" ] } ] "grid"
+              File.WriteAllText(file, """{ "methods": ["l2p", { "name": "joint", "run": ["--scenario", "joint"] }] }""")
+              let perMethod = Definition.readFile file (dir.File "inline.json")
+              Expect.equal perMethod.Methods [ "l2p"; "joint" ] "methods, names and objects"
+              Expect.equal perMethod.MethodOptions [ "joint", [ "--scenario"; "joint" ] ] "a method's own run options"
               File.WriteAllText(file, """{ "base": { "Seed": 0 }, "methods": ["a"] }""")
               let inlined = Definition.readFile file (dir.File "inline.json")
               Expect.equal inlined.Base (Some(dir.File "inline.json")) "an inline base is written out"
               Expect.equal (File.ReadAllText(dir.File "inline.json")) """{ "Seed": 0 }""" "inline base"
               for text, fragments in
                   [ """{ "method": ["a"] }""", [ "unknown field"; "method" ]
+                    """{ "methods": [{ "run": [] }] }""", [ "needs \"name\"" ]
+                    """{ "methods": [{ "name": "a", "lr": 1 }] }""", [ "method a"; "unknown field \"lr\"" ]
                     """{ "seeds": [0.5] }""", [ "seeds"; "integers" ]
                     """{ "grid": { "Training.Epochs": 3 } }""", [ "Training.Epochs"; "array" ]
                     """[1, 2]""", [ "JSON object" ] ] do

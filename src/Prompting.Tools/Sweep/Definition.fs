@@ -21,6 +21,8 @@ type SweepSpec =
       /// Options of `prompting run` (benchmark, data, checkpoint, tasks, epochs, ...).
       RunOptions: string list
       Methods: string list
+      /// Run options of single methods, after the shared ones (e.g. joint: --scenario joint).
+      MethodOptions: (string * string list) list
       Seeds: int list
       Grid: GridAxis list }
 
@@ -277,8 +279,8 @@ module Definition =
               if x.ValueKind <> JsonValueKind.String then Errors.fail "%s: expected an array of strings, found %s" what (x.GetRawText())
               x.GetString() ]
 
-    /// Reads a sweep file: {"base": FILE or {...}, "run": [options], "methods": [...], "seeds": [...],
-    /// "grid": {"FIELD": [values]}}. An inline base is written to `inlineBase` (a path the caller
+    /// Reads a sweep file: {"base": FILE or {...}, "run": [options], "methods": [NAME or
+    /// {"name": NAME, "run": [options]}], "seeds": [...], "grid": {"FIELD": [values]}}. An inline base is written to `inlineBase` (a path the caller
     /// owns); a base file is relative to the sweep file.
     let readFile (path: string) (inlineBase: string) : SweepSpec =
         if not (File.Exists path) then Errors.fail "%s: sweep file not found" path
@@ -324,8 +326,31 @@ module Definition =
                       parsePath p.Name |> ignore
                       { Field = p.Name; Values = [ for v in p.Value.EnumerateArray() -> v.GetRawText() ] } ]
             | Some _ -> Errors.fail "%s: \"grid\" must be an object of FIELD: [values]" path
+        let methods =
+            match field "methods" with
+            | None -> []
+            | Some e when e.ValueKind = JsonValueKind.Array ->
+                [ for m in e.EnumerateArray() ->
+                      match m.ValueKind with
+                      | JsonValueKind.String -> m.GetString(), []
+                      | JsonValueKind.Object ->
+                          let name =
+                              match m.TryGetProperty "name" with
+                              | true, n when n.ValueKind = JsonValueKind.String -> n.GetString()
+                              | _ -> Errors.fail "%s: a method object needs \"name\" (found %s)" path (m.GetRawText())
+                          for p in m.EnumerateObject() do
+                              if p.Name <> "name" && p.Name <> "run" then
+                                  Errors.fail "%s: method %s: unknown field \"%s\" (expected name, run)" path name p.Name
+                          let run =
+                              match m.TryGetProperty "run" with
+                              | true, r -> strings (sprintf "%s: method %s: \"run\"" path name) r
+                              | _ -> []
+                          name, run
+                      | _ -> Errors.fail "%s: \"methods\": expected names or {\"name\", \"run\"} objects, found %s" path (m.GetRawText()) ]
+            | Some _ -> Errors.fail "%s: \"methods\" must be an array" path
         { Base = baseFile
           RunOptions = field "run" |> Option.map (strings (path + ": \"run\"")) |> Option.defaultValue []
-          Methods = field "methods" |> Option.map (strings (path + ": \"methods\"")) |> Option.defaultValue []
+          Methods = methods |> List.map fst
+          MethodOptions = methods |> List.filter (fun (_, o) -> not o.IsEmpty)
           Seeds = seeds
           Grid = grid }
