@@ -53,7 +53,8 @@ let private childOptions (runOptions: string list) =
 
 let private gpus (childOptions: string list) =
     match childOptions with
-    | [ "--device"; d ] when d.StartsWith "cpu" -> 0
+    // A CPU run, or an explicit cuda:N that a narrowed CUDA_VISIBLE_DEVICES would break.
+    | [ "--device"; d ] when d.StartsWith "cpu" || d.Contains ':' -> 0
     | _ ->
         try if TorchSharp.torch.cuda.is_available () then TorchSharp.torch.cuda.device_count () else 0
         with _ -> 0
