@@ -132,6 +132,9 @@ let tests =
               Expect.equal lines.Length 1 (sprintf "one line: %s" err)
               Expect.stringContains lines[0] "sbatch refused" "names sbatch"
               Expect.stringContains (lines[0].ToLowerInvariant()) "partition" "sbatch's reason"
+              let _, status, _ = sweepOn cluster [ "sweep"; "status"; sweep ]
+              let line name = status.Split('\n') |> Array.find (fun l -> l.StartsWith(name + " "))
+              Expect.stringContains (line "linear-LearningRate=-1-s0") "--lr -1: must be positive" "the failed point keeps its reason"
               let after = snapshot (Path.Combine(sweep, "runs", "linear-LearningRate=0.001-s0"))
               Expect.sequenceEqual (Map.keys after) (Map.keys finished) "finished run: same files"
               for KeyValue(name, bytes) in finished do Expect.isTrue (after[name] = bytes) (name + " unchanged")

@@ -67,14 +67,25 @@ module Slurm =
         let path = Path.Combine(slurmDir, sprintf "array-%d.sh" number)
         let text = script dir workDir names concurrency resources
         Files.writeAtomic path (fun tmp -> File.WriteAllText(tmp, text))
+        // Set aside until sbatch has accepted the array (a task may start, and write its own, at once);
+        // put back when it refuses, so a failed point keeps its reason.
+        let aside n = Layout.exitFile dir n + ".previous"
         for n in names do
-            try File.Delete(Layout.exitFile dir n) with _ -> ()
+            if File.Exists(Layout.exitFile dir n) then File.Move(Layout.exitFile dir n, aside n, true)
+        let restore () =
+            for n in names do
+                if File.Exists(aside n) then File.Move(aside n, Layout.exitFile dir n, true)
         match Exec.capture "sbatch" [ "--parsable"; path ] [] with
-        | None -> notInstalled "sbatch"
+        | None ->
+            restore ()
+            notInstalled "sbatch"
         | Some(code, out, err) when code <> 0 ->
+            restore ()
             let reason = Exec.firstLine err
             Errors.fail "sweep: sbatch refused %s (exit %d): %s" path code (if reason = "" then Exec.firstLine out else reason)
         | Some(_, out, err) ->
+            for n in names do
+                try File.Delete(aside n) with _ -> ()
             let id = ((Exec.firstLine out).Split(';')[0]).Trim()
             if id = "" || not (id |> Seq.forall Char.IsAsciiDigit) then
                 Errors.fail "sweep: sbatch printed no job id for %s (%s)" path (Exec.firstLine (out + "\n" + err))
