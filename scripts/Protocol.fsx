@@ -275,7 +275,8 @@ let runConfig (p: Protocol) (o: Options) (runDir: string) : RunConfig =
             Bf16 = t.Bf16 || o.Bf16 }
       Normalisation = o.Normalisation |> Option.defaultValue p.Normalisation
       Seed = o.Seed
-      SkipCorrupt = o.SkipCorrupt }
+      SkipCorrupt = o.SkipCorrupt
+      Validation = None }
 
 let private describe (c: RunConfig) =
     let t = c.Training

@@ -157,6 +157,7 @@ type RunArgs =
     | Unit_Range
     | Query_Depth of blocks: int
     | Bf16
+    | Validation of fraction: float
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -183,6 +184,7 @@ type RunArgs =
             | Unit_Range -> "feed pixels in [0, 1] without normalisation (the CODA-Prompt code's convention)."
             | Query_Depth _ -> "query from the un-prompted class token after this many blocks (default: all; fewer is faster)."
             | Bf16 -> "run the frozen backbone in bfloat16 (prompts and head stay float32); meant for CUDA."
+            | Validation _ -> "hold out this seeded fraction of each class's training data and evaluate on it, never on the test set (to choose hyperparameters)."
 
 type EvalArgs =
     | [<Mandatory>] Run of dir: string
@@ -305,6 +307,7 @@ type SweepArgs =
     | Mem of size: string
     | Gres of spec: string
     | Sbatch_Line of line: string
+    | Select of fraction: float
     | [<Rest; CustomCommandLine("--")>] Run_Options of option: string
 
     interface IArgParserTemplate with
@@ -326,6 +329,7 @@ type SweepArgs =
             | Mem _ -> "slurm: --mem per point (e.g. 16G)."
             | Gres _ -> "slurm: --gres (e.g. gpu:1)."
             | Sbatch_Line _ -> "slurm: an extra #SBATCH line (e.g. --qos=long); repeatable."
+            | Select _ -> "choose each method's grid point on this held-out fraction of the training data (DIR/selection), then run it on all data with every seed."
             | Run_Options _ -> "after --: options of `prompting run` every point shares (benchmark, data, checkpoint, tasks, epochs, ...)."
 
 [<RequireSubcommand>]

@@ -117,7 +117,8 @@ let configure (args: ParseResults<RunArgs>) : RunConfig =
         if args.Contains RunArgs.Unit_Range then Data.UnitRange
         else fromFile |> Option.map (fun c -> c.Normalisation) |> Option.defaultValue Data.Normalised
       Seed = seed
-      SkipCorrupt = args.Contains RunArgs.Skip_Corrupt || (fromFile |> Option.exists (fun c -> c.SkipCorrupt)) }
+      SkipCorrupt = args.Contains RunArgs.Skip_Corrupt || (fromFile |> Option.exists (fun c -> c.SkipCorrupt))
+      Validation = args.TryGetResult RunArgs.Validation |> Option.orElse (fromFile |> Option.bind (fun c -> c.Validation)) }
 
 let run (args: ParseResults<RunArgs>) =
     let config = configure args

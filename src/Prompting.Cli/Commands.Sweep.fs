@@ -66,7 +66,7 @@ let spec (args: ParseResults<SweepArgs>) (inlineBase: string) =
     let fromFile =
         match args.TryGetResult SweepArgs.File with
         | Some f -> Definition.readFile f inlineBase
-        | None -> { Base = None; RunOptions = []; Methods = []; MethodOptions = []; Seeds = []; Grid = [] }
+        | None -> { Base = None; RunOptions = []; Methods = []; MethodOptions = []; Seeds = []; Grid = []; Select = None }
     let flagged = args.GetResults SweepArgs.Grid |> List.map Definition.parseGridFlag
     let grid =
         (fromFile.Grid |> List.filter (fun a -> not (flagged |> List.exists (fun f -> f.Field = a.Field)))) @ flagged
@@ -76,6 +76,7 @@ let spec (args: ParseResults<SweepArgs>) (inlineBase: string) =
         MethodOptions = fromFile.MethodOptions |> List.filter (fun (m, _) -> List.contains m methods)
         Seeds = args.TryGetResult SweepArgs.Seeds |> Option.defaultValue fromFile.Seeds
         Grid = grid
+        Select = args.TryGetResult SweepArgs.Select |> Option.orElse fromFile.Select
         RunOptions = fromFile.RunOptions @ args.GetResults SweepArgs.Run_Options }
 
 let private log (line: string) =
@@ -98,7 +99,7 @@ let run (args: ParseResults<SweepArgs>) =
         let inlineBase = Path.Combine(Path.GetTempPath(), sprintf "prompting-sweep-base-%s.json" (Guid.NewGuid().ToString "N"))
         try
             let spec = spec args inlineBase
-            let points = points spec
+            let allPoints = points spec
             let children = childOptions spec.RunOptions
             let options =
                 { Executor = executor
@@ -117,6 +118,21 @@ let run (args: ParseResults<SweepArgs>) =
                   Command = Exec.selfCommand ()
                   ChildOptions = children }
             if options.Poll <= TimeSpan.Zero then Errors.fail "sweep: --poll must be positive"
-            Sweeps.run dir points options log
+            match spec.Select with
+            | None -> Sweeps.run dir allPoints options log
+            | Some fraction ->
+                Prompting.Data.Validation.check fraction
+                if spec.Grid.IsEmpty then Errors.fail "sweep: --select %g: there is no --grid to choose from" fraction
+                let value = fraction.ToString("R", Globalization.CultureInfo.InvariantCulture)
+                let validationPoints =
+                    allPoints |> List.map (fun p -> { p with Config = Definition.apply (sprintf "point %s" p.Name) p.Config [ "Validation", value ] })
+                let finalPoints (choices: (string * (string * string) list) list) =
+                    [ for m, overrides in choices do
+                          yield!
+                              points
+                                  { spec with
+                                      Methods = [ m ]
+                                      Grid = overrides |> List.map (fun (f, v) -> { Field = f; Values = [ v ] }) } ]
+                Selection.run dir fraction validationPoints finalPoints options log
         finally
             try File.Delete inlineBase with _ -> ()

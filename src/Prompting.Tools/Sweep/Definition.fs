@@ -24,7 +24,10 @@ type SweepSpec =
       /// Run options of single methods, after the shared ones (e.g. joint: --scenario joint).
       MethodOptions: (string * string list) list
       Seeds: int list
-      Grid: GridAxis list }
+      Grid: GridAxis list
+      /// Choose each method's grid point on this held-out fraction of the training data first,
+      /// then run only that point on all of it (see Selection).
+      Select: float option }
 
 /// One point: its deterministic name, its coordinates and its whole run configuration (JSON).
 type SweepPoint =
@@ -280,7 +283,7 @@ module Definition =
               x.GetString() ]
 
     /// Reads a sweep file: {"base": FILE or {...}, "run": [options], "methods": [NAME or
-    /// {"name": NAME, "run": [options]}], "seeds": [...], "grid": {"FIELD": [values]}}. An inline base is written to `inlineBase` (a path the caller
+    /// {"name": NAME, "run": [options]}], "seeds": [...], "grid": {"FIELD": [values]}, "select": FRACTION}. An inline base is written to `inlineBase` (a path the caller
     /// owns); a base file is relative to the sweep file.
     let readFile (path: string) (inlineBase: string) : SweepSpec =
         if not (File.Exists path) then Errors.fail "%s: sweep file not found" path
@@ -289,10 +292,10 @@ module Definition =
             with :? JsonException as e -> Errors.fail "%s: not JSON (%s)" path e.Message
         let root = doc.RootElement
         if root.ValueKind <> JsonValueKind.Object then Errors.fail "%s: expected a JSON object" path
-        let known = set [ "base"; "run"; "methods"; "seeds"; "grid" ]
+        let known = set [ "base"; "run"; "methods"; "seeds"; "grid"; "select" ]
         for p in root.EnumerateObject() do
             if not (known.Contains p.Name) then
-                Errors.fail "%s: unknown field \"%s\" (expected base, run, methods, seeds, grid)" path p.Name
+                Errors.fail "%s: unknown field \"%s\" (expected base, run, methods, seeds, grid, select)" path p.Name
         let field (name: string) =
             match root.TryGetProperty name with
             | true, e when e.ValueKind <> JsonValueKind.Null -> Some e
@@ -353,4 +356,9 @@ module Definition =
           Methods = methods |> List.map fst
           MethodOptions = methods |> List.filter (fun (_, o) -> not o.IsEmpty)
           Seeds = seeds
-          Grid = grid }
+          Grid = grid
+          Select =
+            match field "select" with
+            | None -> None
+            | Some e when e.ValueKind = JsonValueKind.Number -> Some(e.GetDouble())
+            | Some e -> Errors.fail "%s: \"select\" must be the held-out fraction, a number, found %s" path (e.GetRawText()) }

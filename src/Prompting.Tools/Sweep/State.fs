@@ -39,6 +39,9 @@ module Layout =
     let pointScript dir = Path.Combine(dir, "point.sh")
     let slurmDir dir = Path.Combine(dir, "slurm")
     let baseFile dir = Path.Combine(dir, "base.json")
+    /// With --select: the validation sweep that chooses each method's grid point, and its choice.
+    let selectionDir dir = Path.Combine(dir, "selection")
+    let selectionFile dir = Path.Combine(dir, "selection.json")
 
 /// sweep.json: what identifies a sweep (its points and their configurations), so that a changed
 /// definition is refused on the same directory; and each point's state.
@@ -108,7 +111,9 @@ module State =
             | diffs ->
                 Errors.fail "%s: this directory holds a different sweep (%s); use another --out or the original definition"
                     dir (String.Join("; ", diffs))
-        elif Directory.Exists dir && not (Seq.isEmpty (Directory.EnumerateFileSystemEntries dir)) then
+        elif Directory.Exists dir
+             && Directory.EnumerateFileSystemEntries dir
+                |> Seq.exists (fun e -> let n = Path.GetFileName e in n <> "selection" && n <> "selection.json") then
             Errors.fail "%s: not empty and not a sweep directory (no sweep.json); use a new or empty --out" dir
         Directory.CreateDirectory(Layout.pointsDir dir) |> ignore
         Directory.CreateDirectory(Layout.logsDir dir) |> ignore

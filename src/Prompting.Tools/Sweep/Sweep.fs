@@ -64,10 +64,17 @@ module Sweeps =
             printfn "%s  %-8s  %s" (name.PadRight width) word detail
         printfn "%d points: %s" rows.Length (counts rows)
 
-    /// `prompting sweep status DIR`.
+    /// `prompting sweep status DIR` (with --select: the validation runs first).
     let status (dir: string) =
-        let points = State.readRecord dir
-        printStatus (table (states dir points false))
+        let selection = Layout.selectionDir dir
+        let selecting = File.Exists(Layout.recordFile selection)
+        if selecting then
+            printfn "selection (%s):" selection
+            printStatus (table (states selection (State.readRecord selection) false))
+        if selecting && not (File.Exists(Layout.recordFile dir)) then printfn "final runs: after the selection"
+        else
+            if selecting then printfn "final runs (%s):" dir
+            printStatus (table (states dir (State.readRecord dir) false))
         0
 
     /// Aggregates what has finished and prints the table; returns the rows.
@@ -130,3 +137,64 @@ module Sweeps =
                     printfn "%s: %s%s" name word (if detail = "" then "" else ": " + detail)
                 Errors.fail "sweep: %d of %d points did not finish (%s); run the same sweep again to rerun them" failed.Length rows.Length
                     (String.Join(", ", failed |> List.truncate 3 |> List.map (fun (n, _, _) -> n)) + (if failed.Length > 3 then ", ..." else ""))
+
+/// Hyperparameter selection (the VPT protocol): every point first runs with a held-out validation
+/// fraction of its training data in DIR/selection (a sweep directory of its own); each method's
+/// grid point with the best mean validation A_N is written to DIR/selection.json; then that grid
+/// point runs on the full training data with every seed as the sweep in DIR.
+module Selection =
+    open System.Text.Json
+    open System.Text.Json.Nodes
+
+    /// Each method's best group by mean validation A_N (the first in grid order on ties):
+    /// method -> (chosen group, every group's (name, mean, seeds)).
+    let choose (groups: GroupResult list) =
+        groups
+        |> List.groupBy _.Method
+        |> List.map (fun (m, gs) ->
+            let score (g: GroupResult) = g.Statistics.Head.Mean
+            let best = gs |> List.filter (fun g -> not (Double.IsNaN(score g))) |> List.fold (fun (b: GroupResult option) g -> match b with Some x when score x >= score g -> b | _ -> Some g) None
+            match best with
+            | Some b -> m, b, gs
+            | None -> Errors.fail "sweep: --select: method %s has no finished validation run to choose from" m)
+
+    let private writeChoice (dir: string) (fraction: float) (choices: (string * GroupResult * GroupResult list) list) =
+        let root = JsonObject()
+        root["validation"] <- JsonValue.Create fraction
+        root["metric"] <- JsonValue.Create "mean validation A_N (final average accuracy, %) over seeds"
+        let methods = JsonObject()
+        for m, best, all in choices do
+            let o = JsonObject()
+            o["chosen"] <- JsonValue.Create best.Group
+            let overrides = JsonObject()
+            for f, v in best.Overrides do overrides[f] <- JsonNode.Parse v
+            o["overrides"] <- overrides
+            let scores = JsonArray()
+            for g in all do
+                let s = JsonObject()
+                s["group"] <- JsonValue.Create g.Group
+                s["validation_final_average_accuracy"] <- (if Double.IsNaN g.Statistics.Head.Mean then null else JsonValue.Create g.Statistics.Head.Mean)
+                s["seeds"] <- JsonValue.Create g.Seeds.Length
+                scores.Add s
+            o["scores"] <- scores
+            methods[m] <- o
+        root["methods"] <- methods
+        let text = root.ToJsonString(JsonSerializerOptions(WriteIndented = true))
+        Files.writeAtomic (Layout.selectionFile dir) (fun tmp -> File.WriteAllText(tmp, text + "\n"))
+
+    /// Runs the validation sweep, chooses, then runs the chosen points. `finalPoints` builds the
+    /// final sweep's points from each method's chosen overrides.
+    let run (dir: string) (fraction: float) (validationPoints: SweepPoint list)
+            (finalPoints: (string * (string * string) list) list -> SweepPoint list) (options: ExecutionOptions) (log: string -> unit) =
+        let selection = Layout.selectionDir dir
+        log (sprintf "selection: every point on %g of its training data held out, in %s" fraction selection)
+        let code = Sweeps.run selection validationPoints options log
+        if options.NoWait && options.Executor = SlurmExecutor
+           && not (validationPoints |> List.forall (fun p -> State.finished selection p.Name)) then code
+        else
+            let results = validationPoints |> List.choose (Results.read selection)
+            let choices = choose (Results.aggregate validationPoints results)
+            writeChoice dir fraction choices
+            for m, best, _ in choices do
+                log (sprintf "selection: %s -> %s (validation A_N %.2f over %d seeds)" m best.Group best.Statistics.Head.Mean best.Seeds.Length)
+            Sweeps.run dir (finalPoints [ for m, best, _ in choices -> m, best.Overrides ]) options log

@@ -84,7 +84,8 @@ module Configure =
           Training = training recipe r.Epochs r.BatchSize r.LearningRate
           Normalisation = r.Normalisation
           Seed = r.Seed
-          SkipCorrupt = r.SkipCorrupt }
+          SkipCorrupt = r.SkipCorrupt
+          Validation = None }
 
 /// How a front end presents a run: its progress, and outputs of its own after each task (the CLI
 /// and the facade add the HTML report, see Prompting.Reports).
@@ -116,6 +117,7 @@ module Experiment =
         | Some n, _ when n < 1 -> Errors.fail "--train-per-class %d: must be at least 1" n
         | _, Some n when n < 1 -> Errors.fail "--test-per-class %d: must be at least 1" n
         | _ -> ()
+        Option.iter Validation.check c.Validation
         if not (File.Exists c.Checkpoint) then Errors.fail "%s: checkpoint not found" c.Checkpoint
         match c.Method.QueryDepth with
         | Some k ->
@@ -125,9 +127,11 @@ module Experiment =
         | None -> ()
 
     let private subset (c: RunConfig) (d: Dataset) =
-        match c.TrainPerClass, c.TestPerClass with
-        | None, None -> d
-        | train, test -> Dataset.subset c.Seed (defaultArg train Int32.MaxValue) (defaultArg test Int32.MaxValue) d
+        let d =
+            match c.TrainPerClass, c.TestPerClass with
+            | None, None -> d
+            | train, test -> Dataset.subset c.Seed (defaultArg train Int32.MaxValue) (defaultArg test Int32.MaxValue) d
+        Validation.holdOut c.Validation c.Seed d
 
     /// Reads the benchmark's data and splits it into tasks.
     let scenario (c: RunConfig) (log: string -> unit) =
