@@ -72,6 +72,7 @@ public static class Experiment
                 FSharpOption<string>.None,
                 FSharpOption<int>.Some(options.Seed),
                 FSharpOption<bool>.Some(options.SkipCorrupt),
+                FSharpOption<double>.None,
                 FSharpOption<bool>.None);
             var prepared = Configure.resolve(request);
             var config = prepared.Config;

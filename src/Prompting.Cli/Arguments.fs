@@ -1,5 +1,9 @@
 namespace Prompting.Cli
 
+// Argu's Rest attribute (the sweep's `-- RUN-OPTIONS`) is marked obsolete but is the one way to take
+// every remaining argument verbatim.
+#nowarn "44"
+
 open Argu
 
 type PredictArgs =
@@ -158,6 +162,7 @@ type RunArgs =
     | Adapt of schedule: string
     | Bf16
     | Accept_Recipe_Change
+    | Validation of fraction: float
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -187,6 +192,7 @@ type RunArgs =
             | Unit_Range -> "feed pixels in [0, 1] without normalisation (the CODA-Prompt code's convention)."
             | Query_Depth _ -> "query from the un-prompted class token after this many blocks (default: all; fewer is faster)."
             | Bf16 -> "run the frozen backbone in bfloat16 (prompts and head stay float32); meant for CUDA."
+            | Validation _ -> "hold out this seeded fraction of each class's training data and evaluate on it, never on the test set (to choose hyperparameters)."
 
 type EvalArgs =
     | [<Mandatory>] Run of dir: string
@@ -284,6 +290,56 @@ type DemoArgs =
             | Cache_Dir _ -> "backbone cache (default $XDG_CACHE_HOME/prompting/backbones or ~/.cache/prompting/backbones)."
             | Device _ -> "cpu or cuda[:N] (default: cuda when available)."
 
+type SweepStatusArgs =
+    | [<MainCommand; Mandatory>] Dir of dir: string
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Dir _ -> "sweep directory."
+
+type SweepArgs =
+    | [<CliPrefix(CliPrefix.None)>] Status of ParseResults<SweepStatusArgs>
+    | [<AltCommandLine("-f")>] File of path: string
+    | Methods of names: string list
+    | Seeds of seeds: int list
+    | Grid of assignment: string
+    | Executor of kind: string
+    | [<AltCommandLine("-o")>] Out of dir: string
+    | Parallel of count: int
+    | No_Wait
+    | Poll of seconds: float
+    | Partition of name: string
+    | Time of limit: string
+    | Cpus_Per_Task of count: int
+    | Mem of size: string
+    | Gres of spec: string
+    | Sbatch_Line of line: string
+    | Select of fraction: float
+    | [<Rest; CustomCommandLine("--")>] Run_Options of option: string
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Status _ -> "per point: pending, running, finished or failed (with the last line of its log)."
+            | File _ -> "sweep file (JSON: base, run, methods, seeds, grid); flags add to it (see docs/sweeps.md)."
+            | Methods _ -> "methods to run (see `prompting methods`)."
+            | Seeds _ -> "seeds to run each method and grid point with."
+            | Grid _ -> "FIELD=V1,V2,...: a run-configuration field by its JSON path (Method.Recipe.LearningRate, Method.Groups[0].Length) and its values; repeatable."
+            | Executor _ -> "local (default) or slurm."
+            | Out _ -> "sweep directory: runs/<point>/, logs/, results.{md,csv,json}, report.html."
+            | Parallel _ -> "local: points at once, CPU threads split between them (default 1); slurm: the array's concurrency limit (default none)."
+            | No_Wait -> "slurm: submit and return; `sweep status` shows progress, the same sweep again collects."
+            | Poll _ -> "slurm: seconds between two squeue polls (default 30)."
+            | Partition _ -> "slurm: --partition."
+            | Time _ -> "slurm: --time limit per point (e.g. 04:00:00)."
+            | Cpus_Per_Task _ -> "slurm: --cpus-per-task (also the points' libtorch threads)."
+            | Mem _ -> "slurm: --mem per point (e.g. 16G)."
+            | Gres _ -> "slurm: --gres (e.g. gpu:1)."
+            | Sbatch_Line _ -> "slurm: an extra #SBATCH line (e.g. --qos=long); repeatable."
+            | Select _ -> "choose each method's grid point on this held-out fraction of the training data (DIR/selection), then run it on all data with every seed."
+            | Run_Options _ -> "after --: options of `prompting run` every point shares (benchmark, data, checkpoint, tasks, epochs, ...)."
+
 [<RequireSubcommand>]
 type CliArgs =
     | [<CliPrefix(CliPrefix.None)>] Predict of ParseResults<PredictArgs>
@@ -299,6 +355,7 @@ type CliArgs =
     | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<BenchArgs>
     | [<CliPrefix(CliPrefix.None)>] Pretrain of ParseResults<PretrainArgs>
     | [<CliPrefix(CliPrefix.None)>] Demo of ParseResults<DemoArgs>
+    | [<CliPrefix(CliPrefix.None)>] Sweep of ParseResults<SweepArgs>
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -315,4 +372,5 @@ type CliArgs =
             | Report _ -> "compare runs: a table and an HTML report."
             | Bench _ -> "measure training and inference speed, memory and MFU per method beside PyTorch eager."
             | Pretrain _ -> "pretrain a small ViT without labels (MAE) on a benchmark's training images; cached."
+            | Sweep _ -> "run methods x seeds x a grid of configuration overrides, locally or on Slurm, and aggregate (docs/sweeps.md)."
             | Demo _ -> "the offline demo: pretrain (or reuse) a backbone, compare prompt methods with fine-tuning on Split Fashion-MNIST."

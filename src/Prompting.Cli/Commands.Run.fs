@@ -62,6 +62,7 @@ let request (args: ParseResults<RunArgs>) : RunRequest =
       Adapt = args.TryGetResult RunArgs.Adapt
       Seed = seed
       SkipCorrupt = if args.Contains RunArgs.Skip_Corrupt then Some true else None
+      Validation = args.TryGetResult RunArgs.Validation
       AcceptRecipeChange = if args.Contains RunArgs.Accept_Recipe_Change then Some true else None }
 
 /// The run configuration from an optional file and the command's flags (checkpoint read once).

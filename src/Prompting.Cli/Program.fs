@@ -22,6 +22,7 @@ let run (argv: string[]) =
         | Bench args -> Commands.Bench.run args
         | Pretrain args -> Commands.Pretrain.run args
         | Demo args -> Commands.Demo.run args
+        | Sweep args -> Commands.Sweep.run args
     with
     | :? ArguParseException as e when e.ErrorCode = ErrorCode.HelpText ->
         printfn "%s" e.Message

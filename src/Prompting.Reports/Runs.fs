@@ -3,11 +3,14 @@ namespace Prompting
 open Prompting.Engine
 
 /// Runs as the command line and the C# facade present them: live (or plain) progress, and the HTML
-/// report rewritten after every task.
+/// report rewritten and the TensorBoard event files extended after every task.
 module Runs =
     let console =
         { Progress = Progress.host
-          AfterTask = fun dir summary -> Report.writeRun (Experiment.reportFile dir) summary }
+          AfterTask =
+            fun dir summary ->
+                Report.writeRun (Experiment.reportFile dir) summary
+                TensorBoard.writeRun dir }
 
     /// Runs (or resumes) a prepared run in `dir`.
     let run (run: PreparedRun) (dir: string) (device: TorchSharp.torch.Device) = Experiment.run console run dir device

@@ -58,7 +58,8 @@ let private config (method: Method) =
       TestPerClass = None
       Normalisation = Normalised
       Seed = 3
-      SkipCorrupt = false }
+      SkipCorrupt = false
+      Validation = None }
 
 let private run (cfg: RunConfig) (dir: string) (log: string -> unit) =
     let scenario = Scenario.build cfg.Scenario cfg.Tasks cfg.ClassOrder (syntheticDataset ())

@@ -40,4 +40,7 @@ type RunConfig =
       /// The backbone's statistics by default; UnitRange as the CODA-Prompt/VQ-Prompt loaders feed.
       Normalisation: PixelScale
       Seed: int
-      SkipCorrupt: bool }
+      SkipCorrupt: bool
+      /// Hold out this seeded fraction of each class's training data and evaluate on it instead of
+      /// the test split (Data.Validation), for choosing hyperparameters; None: train on all of it.
+      Validation: float option }

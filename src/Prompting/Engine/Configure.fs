@@ -44,6 +44,9 @@ type RunRequest =
       Adapt: string option
       Seed: int option
       SkipCorrupt: bool option
+      /// Hold out this seeded fraction of each class's training data for evaluation (choosing
+      /// hyperparameters); None: the base's, else none.
+      Validation: float option
       /// Resuming may change the recorded recipe (not part of the configuration).
       AcceptRecipeChange: bool option }
 
@@ -52,7 +55,7 @@ module RunRequest =
         { Base = None; Method = None; Benchmark = None; Data = None; Checkpoint = None; Heads = None; Tasks = None
           Scenario = None; Epochs = None; BatchSize = None; LearningRate = None; Bf16 = None; ImageSize = None
           ClassOrder = None; TrainPerClass = None; TestPerClass = None; Normalisation = None; QueryDepth = None
-          Head = None; Adapt = None; Seed = None; SkipCorrupt = None; AcceptRecipeChange = None }
+          Head = None; Adapt = None; Seed = None; SkipCorrupt = None; Validation = None; AcceptRecipeChange = None }
 
 /// The one configuration path: a RunRequest to a PreparedRun (the config and its checkpoint, read once).
 module Configure =
@@ -145,5 +148,6 @@ module Configure =
               TestPerClass = r.TestPerClass |> Option.orElse (b |> Option.bind (fun c -> c.TestPerClass))
               Normalisation = r.Normalisation |> Option.orElse (from (fun c -> c.Normalisation)) |> Option.defaultValue Normalised
               Seed = seed
-              SkipCorrupt = defaultArg r.SkipCorrupt false || (b |> Option.exists (fun c -> c.SkipCorrupt)) }
+              SkipCorrupt = defaultArg r.SkipCorrupt false || (b |> Option.exists (fun c -> c.SkipCorrupt))
+              Validation = r.Validation |> Option.orElse (b |> Option.bind (fun c -> c.Validation)) }
         { Config = config; Checkpoint = source; AcceptRecipeChange = defaultArg r.AcceptRecipeChange false }

@@ -51,6 +51,7 @@ module Experiment =
         | Some n, _ when n < 1 -> Errors.fail "--train-per-class %d: must be at least 1" n
         | _, Some n when n < 1 -> Errors.fail "--test-per-class %d: must be at least 1" n
         | _ -> ()
+        Option.iter Validation.check c.Validation
         match c.Method.QueryDepth with
         | Some k ->
             let depth = run.Checkpoint.Checkpoint.Config.Depth
@@ -59,9 +60,11 @@ module Experiment =
         | None -> ()
 
     let private subset (c: RunConfig) (d: Dataset) =
-        match c.TrainPerClass, c.TestPerClass with
-        | None, None -> d
-        | train, test -> Dataset.subset c.Seed (defaultArg train Int32.MaxValue) (defaultArg test Int32.MaxValue) d
+        let d =
+            match c.TrainPerClass, c.TestPerClass with
+            | None, None -> d
+            | train, test -> Dataset.subset c.Seed (defaultArg train Int32.MaxValue) (defaultArg test Int32.MaxValue) d
+        Validation.holdOut c.Validation c.Seed d
 
     /// Reads the benchmark's data and splits it into tasks, as the benchmark's kind says.
     let scenario (c: RunConfig) (log: string -> unit) =
