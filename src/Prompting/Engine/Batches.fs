@@ -2,9 +2,7 @@ namespace Prompting.Engine
 
 open System
 open TorchSharp
-open Prompting
 open Prompting.Data
-open Prompting.Prompts
 
 /// Host batches to device tensors.
 module Batches =

@@ -1,11 +1,11 @@
 namespace Prompting.Engine
 
-open System
 open TorchSharp
 open Prompting
 open Prompting.Data
 open Prompting.Prompts
 
+/// Scores a model on one task's test data: class- and task-incremental accuracy, prompt choice.
 module Evaluate =
     let evaluateTask (model: PromptedModel) (device: torch.Device) (task: TaskData) (batches: Batch seq) =
         let first, count = int64 task.Classes[0], int64 task.Classes.Length

@@ -1,10 +1,6 @@
 namespace Prompting.Engine
 
-open System
 open TorchSharp
-open Prompting
-open Prompting.Data
-open Prompting.Prompts
 
 /// Gradient clipping that stays on the device.
 module Gradients =

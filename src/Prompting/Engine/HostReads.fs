@@ -2,9 +2,6 @@ namespace Prompting.Engine
 
 open System
 open TorchSharp
-open Prompting
-open Prompting.Data
-open Prompting.Prompts
 
 /// Every read of a device value back to the host in the training loop goes through here (one per
 /// logging interval), so that tests can count them: a step itself never synchronises.

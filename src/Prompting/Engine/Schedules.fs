@@ -2,8 +2,6 @@ namespace Prompting.Engine
 
 open System
 open TorchSharp
-open Prompting
-open Prompting.Data
 open Prompting.Prompts
 
 /// Learning-rate schedules and optimisers from the pure Training record.
