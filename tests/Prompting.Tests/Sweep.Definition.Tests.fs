@@ -60,9 +60,9 @@ let tests =
 
           test "an unknown field or a wrong JSON type is one clear line naming the field" {
               let cases =
-                  [ [ "Training.LerningRate", "0.1" ], [ "Training.LerningRate"; "no field LerningRate"; "LearningRate" ]
+                  [ [ "Method.Recipe.LerningRate", "0.1" ], [ "Method.Recipe.LerningRate"; "no field LerningRate"; "LearningRate" ]
                     [ "Method.Recipe.LearningRate", "\"fast\"" ], [ "Method.Recipe.LearningRate"; "a string"; "a number" ]
-                    [ "Training.Bf16", "1" ], [ "Training.Bf16"; "a number"; "true or false" ]
+                    [ "Method.Recipe.Bf16", "1" ], [ "Method.Recipe.Bf16"; "a number"; "true or false" ]
                     [ "Method.Groups[3].Length", "8" ], [ "Method.Groups"; "1 entries"; "[3]" ]
                     [ "Seed.Value", "1" ], [ "Seed"; "not an object" ]
                     [ "Method.QueryDepth.Blocks", "1" ], [ "Method.QueryDepth"; "null" ] ]
@@ -146,7 +146,7 @@ let tests =
               let before = [ point "a-s0" """{"Training":{"Epochs":1}}"""; point "b-s0" "{}" ]
               let after = [ point "a-s0" """{"Training":{"Epochs":2}}"""; point "c-s0" "{}" ]
               let diffs = State.differences before after
-              Expect.equal diffs [ "points added: c-s0"; "points removed: b-s0"; "a-s0: Method.Recipe.Epochs: 1 -> 2" ] "differences"
+              Expect.equal diffs [ "points added: c-s0"; "points removed: b-s0"; "a-s0: Training.Epochs: 1 -> 2" ] "differences"
               Expect.isEmpty (State.differences before before) "same sweep"
               use dir = new TempDir()
               let sweep = Path.Combine(dir.Path, "sweep")
@@ -154,7 +154,7 @@ let tests =
               let roundTrip = State.readRecord sweep
               Expect.equal (roundTrip |> List.map _.Name) [ "a-s0"; "b-s0" ] "recorded"
               let message = promptingError "changed" (fun () -> State.prepare sweep after)
-              expectMessage message [ sweep; "different sweep"; "points added: c-s0"; "a-s0: Method.Recipe.Epochs: 1 -> 2" ] "changed"
+              expectMessage message [ sweep; "different sweep"; "points added: c-s0"; "a-s0: Training.Epochs: 1 -> 2" ] "changed"
               let other = Path.Combine(dir.Path, "other")
               Directory.CreateDirectory other |> ignore
               File.WriteAllText(Path.Combine(other, "notes.txt"), "mine")
