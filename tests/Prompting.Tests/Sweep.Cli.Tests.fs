@@ -159,9 +159,9 @@ let tests =
               let out = Path.Combine(tempDir (), "sweep")
               let run = runOptions ()
               let sweep extra = [ "sweep"; "--methods"; "linear"; "--seeds"; "0"; "--out"; out ] @ extra @ [ "--" ] @ run
-              Cli.expectOneLineError (sweep [ "--grid"; "Training.LerningRate=0.1" ]) [ "Training.LerningRate"; "no field LerningRate" ] |> ignore
+              Cli.expectOneLineError (sweep [ "--grid"; "Method.Recipe.LerningRate=0.1" ]) [ "Method.Recipe.LerningRate"; "no field LerningRate" ] |> ignore
               Cli.expectOneLineError (sweep [ "--grid"; "Method.Recipe.LearningRate=fast" ]) [ "Method.Recipe.LearningRate"; "a string"; "a number" ] |> ignore
-              Cli.expectOneLineError (sweep [ "--grid"; "Training.Optimizer=Rmsprop" ]) [ "grid value"; "Rmsprop" ] |> ignore
+              Cli.expectOneLineError (sweep [ "--grid"; "Method.Recipe.Optimizer=Rmsprop" ]) [ "grid value"; "Rmsprop" ] |> ignore
               Cli.expectOneLineError (sweep [ "--no-wait" ]) [ "--no-wait"; "slurm" ] |> ignore
               Cli.expectOneLineError (sweep [ "--executor"; "cloud" ]) [ "--executor cloud" ] |> ignore
               Cli.expectOneLineError ([ "sweep"; "--methods"; "linear"; "--seeds"; "0"; "--" ] @ run) [ "--out" ] |> ignore
