@@ -81,7 +81,7 @@ module Run =
               CheckpointSha256 = sha256 config.Checkpoint }
 
     /// Configuration changes a resume accepts: adding --skip-corrupt only leaves out images that
-    /// could not have been trained on (every image is checked before the first step).
+    /// no longer decode (every image is checked before the first step, so none was trained on).
     let resumeAllows (difference: string) = difference = "Config.SkipCorrupt: false -> true"
 
     let private refuseDifferent (dir: string) (json: string) =
