@@ -24,6 +24,9 @@ type private Subject =
       /// Header edits of text fields (JSON, Python dicts) rewrite numbers; this restores the
       /// length prefix afterwards so that the edit reaches the parser.
       FixLength: byte[] -> byte[]
+      /// The reader calls libtorch (npz key conversions): read under
+      /// collections at any moment.
+      Torch: bool
       Read: string -> unit }
 
 let private interestingNumbers =
@@ -84,6 +87,17 @@ let private fuzz (seed: int) (cases: int) (s: Subject) =
     let rng = Random seed
     let failures = ResizeArray<string>()
     let mutable rejected = 0
+    // Collections at any moment, as when loader threads allocate during a run: a torch
+    // temporary finalized mid-call (a use-after-free) then crashes here, not in production.
+    use stop = new Threading.CancellationTokenSource()
+    let pressure =
+        Threading.Tasks.Task.Run(fun () ->
+            let mutable round = 0
+            while s.Torch && not stop.IsCancellationRequested do
+                Array.zeroCreate<byte> 4096 |> ignore
+                round <- round + 1
+                if round % 65536 = 0 then GC.Collect 0)
+    use _ = { new IDisposable with member _.Dispose() = stop.Cancel(); pressure.Wait() }
     within 60.0 s.Name (fun () ->
         for case in 1..cases do
             let what, bytes = mutate rng s
@@ -177,6 +191,7 @@ let private idxSubject (gzip: bool) =
       Valid = valid
       HeaderEnd = (if gzip then 20 else 16)
       FixLength = noFix
+      Torch = false
       Read =
         fun path ->
             let target = Path.Combine(dir, "train-images-idx3-ubyte" + (if gzip then ".gz" else ""))
@@ -190,23 +205,23 @@ let private subjects () =
     let npy = File.ReadAllBytes(fixture "expected_tokens_32.npy")
     let tar = imageTreeTar false
     [ { Name = "safetensors"; FileName = "f.safetensors"; Valid = safetensors; HeaderEnd = safetensorsHeaderEnd safetensors
-        FixLength = fixSafetensors; Read = fun p -> Checkpoint.read p (Some 3) |> ignore }
-      { Name = "npy"; FileName = "f.npy"; Valid = npy; HeaderEnd = 128; FixLength = fixNpy; Read = fun p -> Npy.read p |> ignore }
-      { Name = "npz"; FileName = "f.npz"; Valid = File.ReadAllBytes(fixture "vit_micro.npz"); HeaderEnd = 200; FixLength = noFix
+        FixLength = fixSafetensors; Torch = false; Read = fun p -> Checkpoint.read p (Some 3) |> ignore }
+      { Name = "npy"; FileName = "f.npy"; Valid = npy; HeaderEnd = 128; FixLength = fixNpy; Torch = false; Read = fun p -> Npy.read p |> ignore }
+      { Name = "npz"; FileName = "f.npz"; Valid = File.ReadAllBytes(fixture "vit_micro.npz"); HeaderEnd = 200; FixLength = noFix; Torch = true
         Read = fun p -> Checkpoint.read p (Some 3) |> ignore }
-      { Name = "tar"; FileName = "f.tar"; Valid = tar; HeaderEnd = 512; FixLength = noFix; Read = readImageArchive }
-      { Name = "tar.gz"; FileName = "f.tar.gz"; Valid = imageTreeTar true; HeaderEnd = 64; FixLength = noFix; Read = readImageArchive }
+      { Name = "tar"; FileName = "f.tar"; Valid = tar; HeaderEnd = 512; FixLength = noFix; Torch = false; Read = readImageArchive }
+      { Name = "tar.gz"; FileName = "f.tar.gz"; Valid = imageTreeTar true; HeaderEnd = 64; FixLength = noFix; Torch = false; Read = readImageArchive }
       idxSubject false
       idxSubject true
       { Name = "JPEG"; FileName = "f.jpg"; Valid = File.ReadAllBytes(fixture "images/grad_20x52.jpg"); HeaderEnd = 623
-        FixLength = noFix; Read = fun p -> Images.decode p |> ignore }
+        FixLength = noFix; Torch = false; Read = fun p -> Images.decode p |> ignore }
       { Name = "PNG"; FileName = "f.png"; Valid = File.ReadAllBytes(fixture "images/grad_37x29.png"); HeaderEnd = 64
-        FixLength = noFix; Read = fun p -> Images.decode p |> ignore } ]
+        FixLength = noFix; Torch = false; Read = fun p -> Images.decode p |> ignore } ]
 
 /// The same mutations of the uncompressed tar, then gzipped: header edits that reach the tar
 /// reader through the decompressor.
 let private gzippedTarSubject (tar: byte[]) =
-    { Name = "tar.gz (edited inside)"; FileName = "g.tar.gz"; Valid = Prompting.Tests.Data.gzipBytes tar; HeaderEnd = 0; FixLength = noFix
+    { Name = "tar.gz (edited inside)"; FileName = "g.tar.gz"; Valid = Prompting.Tests.Data.gzipBytes tar; HeaderEnd = 0; FixLength = noFix; Torch = false
       Read = readImageArchive }
 
 /// Mutations per reader: the whole suite stays under about 30 s on 2 cores.
@@ -223,7 +238,7 @@ let tests =
           test "tar.gz: tar headers edited before compression give only one-line errors" {
               let tar = imageTreeTar false
               let rng = Random 1818
-              let inner = { Name = "tar"; FileName = "t.tar"; Valid = tar; HeaderEnd = 512; FixLength = noFix; Read = ignore }
+              let inner = { Name = "tar"; FileName = "t.tar"; Valid = tar; HeaderEnd = 512; FixLength = noFix; Torch = false; Read = ignore }
               for case in 1..40 do
                   let _, edited = mutate rng inner
                   let subject = gzippedTarSubject edited

@@ -100,6 +100,15 @@ let safetensors =
               expectMessage msg [ path; "blocks.99999999.norm1.weight"; "block 99999999" ] "deep"
           }
 
+          test "a head count of 0 recorded in the metadata is an error, not a division by zero" {
+              use dir = new TempDir()
+              let tensors, metadata = Safetensors.readWithMetadata (fixture "vit_micro.safetensors")
+              let path = dir.File "heads.safetensors"
+              Safetensors.writeWithMetadata path (metadata.Add("heads", "0")) tensors
+              let msg = failsWithin 10.0 path (fun () -> Checkpoint.read path None)
+              expectMessage msg [ path; "0 attention heads" ] "heads"
+          }
+
           test "a missing block in the middle is named" {
               use dir = new TempDir()
               let tensors, metadata = Safetensors.readWithMetadata (fixture "vit_micro.safetensors")

@@ -175,8 +175,8 @@ module Run =
 
     let private recordedJson (run: PreparedRun) = Json.serialize (record run)
 
-    /// Configuration changes a resume accepts without being asked: adding --skip-corrupt only
-    /// leaves out images that could not have been trained on (every image is checked first).
+    /// Configuration changes a resume accepts: adding --skip-corrupt only leaves out images that
+    /// no longer decode (every image is checked before the first step, so none was trained on).
     let resumeAllows (difference: string) = difference = "Config.SkipCorrupt: false -> true"
 
     /// Differences to the recorded configuration the run accepts: adding --skip-corrupt, and recipe

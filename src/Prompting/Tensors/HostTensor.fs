@@ -36,7 +36,11 @@ module HostTensor =
 
     /// Copies a tensor (any device, any float dtype) back to managed memory.
     let ofTensor (t: torch.Tensor) : HostTensor =
-        use cpu = t.detach().cpu().to_type(torch.float32).contiguous ()
+        // Each intermediate is bound, so none is finalized while libtorch still reads it.
+        use detached = t.detach ()
+        use onCpu = detached.cpu ()
+        use single = onCpu.to_type torch.float32
+        use cpu = single.contiguous ()
         { Shape = cpu.shape; Values = cpu.data<float32>().ToArray() }
 
     /// Reads IEEE half floats into float32.

@@ -134,6 +134,7 @@ module Checkpoint =
             | Some t when t.Shape.Length > 0 -> dimension path "head.weight" t.Shape[0]
             | _ -> 0
         let heads = defaultArg heads (max 1 (width / 64))
+        if heads < 1 then Errors.fail "%s: %d attention heads (recorded or given): must be at least 1" path heads
         if width % heads <> 0 then
             Errors.fail "%s: width %d is not divisible by %d heads (pass the number of heads)" path width heads
         let validate c =

@@ -14,6 +14,9 @@ module KeyMap =
     /// Keys that exist in some checkpoints but have no counterpart in the model.
     let isIgnored (timmKey: string) = timmKey.StartsWith "pre_logits."
 
+    /// Intermediate tensors are bound with `use` throughout: a temporary whose wrapper is
+    /// unreferenced can be finalized by a collection during the next native call (a
+    /// use-after-free in libtorch, seen when fuzzing npz files).
     let private withTorch (f: torch.Tensor -> torch.Tensor) (t: HostTensor) =
         use input = HostTensor.toTensor t
         use output = f input
@@ -23,7 +26,9 @@ module KeyMap =
 
     /// (D, H, hd) → (D, D) → transposed: one third of qkv.weight.
     let private headsKernel (t: HostTensor) =
-        withTorch (fun x -> (x.reshape (x.shape[0], -1L)).t ()) t
+        withTorch (fun x ->
+            use rows = x.reshape (x.shape[0], -1L)
+            rows.t ()) t
 
     let private flat (t: HostTensor) = { t with Shape = [| int64 t.Values.Length |] }
 
@@ -49,7 +54,9 @@ module KeyMap =
           "LayerNorm_0/bias", "norm1.bias", id
           "LayerNorm_2/scale", "norm2.weight", id
           "LayerNorm_2/bias", "norm2.bias", id
-          attention + "/out/kernel", "attn.proj.weight", withTorch (fun t -> (t.reshape (-1L, t.shape[2])).t ())
+          attention + "/out/kernel", "attn.proj.weight", withTorch (fun t ->
+              use rows = t.reshape (-1L, t.shape[2])
+              rows.t ())
           attention + "/out/bias", "attn.proj.bias", id
           "MlpBlock_3/Dense_0/kernel", "mlp.fc1.weight", transpose2
           "MlpBlock_3/Dense_0/bias", "mlp.fc1.bias", id

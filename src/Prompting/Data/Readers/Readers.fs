@@ -39,17 +39,6 @@ module Readers =
         let onExceed () = Limits.checkDecompressed (name + " (gzip)") compressedLength (budget + 1L)
         new BoundedStream(new GZipStream(compressed, CompressionMode.Decompress), budget, onExceed)
 
-    /// The bytes, decompressed when they are gzip (by content, not by name), within the budget.
-    let gunzipIfNeeded (name: string) (bytes: byte[]) =
-        if not (isGzip bytes) then bytes
-        else
-            try
-                use input = boundedGunzip name bytes.LongLength (new MemoryStream(bytes))
-                use output = new MemoryStream()
-                input.CopyTo output
-                output.ToArray()
-            with :? InvalidDataException | :? IOException as e -> Errors.fail "%s: corrupt or truncated gzip data (%s)" name e.Message
-
     /// The most bytes a tar metadata entry (PAX attributes, GNU long names) may hold: the tar
     /// reader allocates what such a header claims before reading it.
     let private maxTarMetadata = 1L <<< 20
