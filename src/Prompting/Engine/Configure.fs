@@ -23,6 +23,8 @@ type RunRequest =
       /// None: the base's, else the benchmark's default (1 for joint training).
       Tasks: int option
       Scenario: ScenarioKind option
+      /// A named split of the benchmark (`--split coda`); None: the base's, else the benchmark's default.
+      Split: string option
       /// Overrides of single fields of the method's recipe.
       Epochs: int option
       BatchSize: int option
@@ -42,7 +44,7 @@ type RunRequest =
 module RunRequest =
     let empty =
         { Base = None; Method = None; Benchmark = None; Data = None; Checkpoint = None; Heads = None; Tasks = None
-          Scenario = None; Epochs = None; BatchSize = None; LearningRate = None; Bf16 = None; ImageSize = None
+          Scenario = None; Split = None; Epochs = None; BatchSize = None; LearningRate = None; Bf16 = None; ImageSize = None
           ClassOrder = None; TrainPerClass = None; TestPerClass = None; Normalisation = None; QueryDepth = None
           Seed = None; SkipCorrupt = None }
 
@@ -109,6 +111,11 @@ module Configure =
               ImageSize = r.ImageSize |> Option.orElse (from (fun c -> c.ImageSize)) |> Option.defaultValue source.Checkpoint.Config.ImageSize
               Tasks = tasks
               Scenario = scenario
+              Split =
+                match r.Split, b with
+                | Some name, _ -> Some(Benchmarks.checkSplitName benchmark name)
+                | None, Some c when c.Benchmark = benchmark.Name -> c.Split
+                | None, _ -> Some(benchmark.DefaultSplit data)
               ClassOrder =
                 match r.ClassOrder, b with
                 | Some order, _ -> order
