@@ -15,9 +15,9 @@ module Releases =
 
     /// Listed train and test images under `root`, labels 0..classes-1, class names from the paths.
     let listed (name: string) (classes: int) (locate: string -> string list) (options: ReadOptions) (train: Listed[]) (test: Listed[]) =
-        let names = SplitFiles.classNamesOf classes (Seq.append train test)
         let trainSamples = SplitFiles.samples name classes locate train
         let testSamples = SplitFiles.samples name classes locate test
+        let names = SplitFiles.classNamesOf classes (Seq.append train test)
         dataset name names trainSamples testSamples options
 
     /// CODA-Prompt's split YAML files (`data:` paths such as `data/imagenet-r/<wnid>/<file>`,
