@@ -409,4 +409,52 @@ let tests =
               codaImagenetR ir |> ignore
               expectOneLineError [ "benchmarks"; "imagenet-r"; "--data"; ir ] [ "imagenet-r_train.yaml"; "SHA-256"; "differs" ] |> ignore
               expectOneLineError [ "benchmarks"; "imagenet-r"; "--data"; ir; "--split"; "pilot" ] [ "--split pilot"; "coda, folders, seeded" ] |> ignore
+          } 
+          test "a run with no --class-order takes the reference's rule for its split, and records split and order" {
+              let resolve benchmark seed split =
+                  (Configure.resolve
+                      { RunRequest.empty with
+                          Method = Some(MethodNamed "linear"); Benchmark = Some benchmark; Data = Some "/nonexistent/imagenet-r"
+                          Checkpoint = Some(fixture "vit_micro.safetensors"); Heads = Some 3; Seed = Some seed; Split = split }).Config
+              let c = resolve "imagenet-r" 0 None
+              Expect.equal (c.Split, c.ClassOrder) (Some "coda", Natural) "CODA's lists, their own order for repeat 0"
+              Expect.equal (resolve "imagenet-r" 2 None).ClassOrder (PythonShuffle 2) "CODA's random.seed(2) shuffle for repeat 2"
+              Expect.equal (resolve "imagenet-r" 2 (Some "seeded")).ClassOrder (Shuffled 2) "our split: our seeded shuffle"
+              Expect.equal (resolve "cub" 1993 None).ClassOrder (NumpyPermutation 1993) "LAMDA-PILOT's release: np.random.seed(seed)"
+              Expect.equal (resolve "cifar100" 5 None).ClassOrder (Shuffled 5) "no reference order: ours"
+          }
+
+          test "prompting run on a VTAB-1k task (joint, list files) records --split and the order in config.json" {
+              use dir = new TempDir()
+              let root = Path.Combine(dir.Path, "vtab-1k", "kitti")
+              vtabTask root 4
+              let out = dir.File "run"
+              let code, stdout, err =
+                  runCli [ "run"; "--method"; "linear"; "--benchmark"; "vtab1k-kitti"; "--data"; root; "--split"; "tune"
+                           "--checkpoint"; fixture "vit_micro.safetensors"; "--heads"; "3"; "--image-size"; "32"; "--epochs"; "1"
+                           "--batch-size"; "4"; "--device"; "cpu"; "--out"; out ]
+              Expect.equal code 0 (stdout + err)
+              let config = File.ReadAllText(Path.Combine(out, "config.json"))
+              Expect.stringContains config "\"Split\": \"tune\"" "the split is recorded"
+              Expect.stringContains config "\"Benchmark\": \"vtab1k-kitti\"" "the benchmark"
+              let log = File.ReadAllText(Path.Combine(out, "log.txt"))
+              Expect.stringContains log "8 train and 4 test images" "train800 / val200"
+          }
+
+          test "the imagenet-r protocol scripts read CODA-Prompt's lists by default" {
+              use dir = new TempDir()
+              let data = Path.Combine(dir.Path, "imagenet-r")
+              for i, w in List.indexed (wnids 200) do image (Path.Combine(data, w, "art_0.jpg")) i
+              let script = Path.Combine(Fixtures.root, "scripts", "l2p-imagenet-r.fsx")
+              let psi =
+                  Diagnostics.ProcessStartInfo(
+                      "dotnet", [ "fsi"; script; "--"; "--data"; data; "--checkpoint"; fixture "vit_micro.safetensors"; "--heads"; "3"; "--device"; "cpu" ],
+                      RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+              use p = Diagnostics.Process.Start psi
+              let err = p.StandardError.ReadToEndAsync()
+              let stdout = p.StandardOutput.ReadToEnd()
+              p.WaitForExit()
+              Expect.equal p.ExitCode 1 (stdout + err.Result)
+              Expect.stringContains err.Result "imagenet-r --split coda: missing list file" "asks for CODA-Prompt's split files"
+              Expect.stringContains err.Result "imagenet-r_train.yaml" "by name"
           } ]

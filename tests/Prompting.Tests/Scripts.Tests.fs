@@ -20,14 +20,14 @@ let private singleFolderTree (root: string) (classes: int) (perClass: int) =
 let tests =
     testList
         "scripts"
-        [ test "l2p-imagenet-r.fsx splits a single-folder tree 80/20 and runs 10 tasks for 1 epoch" {
+        [ test "l2p-imagenet-r.fsx --split seeded splits a single-folder tree 80/20 and runs 10 tasks for 1 epoch" {
               let dir = tempDir ()
               let data = Path.Combine(dir, "imagenet-r")
               singleFolderTree data 20 5
               let out = Path.Combine(dir, "run")
               let script = Path.Combine(root, "scripts", "l2p-imagenet-r.fsx")
               let args =
-                  [ "fsi"; script; "--"; "--data"; data; "--checkpoint"; fixture "vit_micro.safetensors"; "--heads"; "3"
+                  [ "fsi"; script; "--"; "--data"; data; "--split"; "seeded"; "--checkpoint"; fixture "vit_micro.safetensors"; "--heads"; "3"
                     "--out"; out; "--epochs"; "1"; "--batch-size"; "8"; "--device"; "cpu" ]
               let psi = ProcessStartInfo("dotnet", args, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
               use p = Process.Start psi

@@ -58,6 +58,10 @@ type BenchmarkInfo =
       /// The split of a run whose config.json records none (made before splits were named): what
       /// the benchmark did then.
       UnrecordedSplit: string option -> string
+      /// The class order the reference draws for a split and a seed (CODA-Prompt's repeat rule for
+      /// its lists, LAMDA-PILOT's NumPy permutation for its releases): the order of a run that
+      /// names none; None: our own seeded shuffle.
+      ReferenceOrder: string -> int -> ClassOrder option
       Kind: BenchmarkKind }
 
 module Benchmarks =
@@ -89,6 +93,18 @@ module Benchmarks =
     let private checksums (d: RemoteDataset) = [ for f in d.Files -> sprintf "%s %s" f.FileName f.Checksum.Text ]
 
     let private always (name: string) = fun (_: string option) -> name
+
+    /// No reference order: our seeded shuffle.
+    let private ourOrder = fun (_: string) (_: int) -> (None: ClassOrder option)
+
+    /// CODA-Prompt's rule for its split lists: repeat K keeps the lists' order for K = 0 and
+    /// shuffles with `random.seed(K)` otherwise.
+    let codaOrder (seed: int) = if seed = 0 then Natural else PythonShuffle seed
+
+    let private codaListsOrder = fun (split: string) (seed: int) -> if split = "coda" then Some(codaOrder seed) else None
+
+    /// LAMDA-PILOT's rule: `np.random.seed(seed); np.random.permutation(n)` (its default seed is 1993).
+    let private pilotOrder = fun (_: string) (seed: int) -> Some(NumpyPermutation seed)
 
     let private split name description files sums = { Name = name; Description = description; Files = files; Checksums = sums }
 
@@ -278,7 +294,7 @@ module Benchmarks =
           Source = "LAMDA-PILOT's README links (Google Drive / OneDrive); not downloadable from here"
           Checksums = []
           Splits = [ split "pilot" "the release's train/ and test/ folders" [ sprintf "train/<class>/<image> and test/<class>/<image>, %d class folders in each" classes ] [] ]
-          DefaultSplit = always "pilot"; UnrecordedSplit = always "pilot"
+          DefaultSplit = always "pilot"; UnrecordedSplit = always "pilot"; ReferenceOrder = pilotOrder
           Kind = pilot name display classes }
 
     /// Every benchmark, in display order.
@@ -287,44 +303,44 @@ module Benchmarks =
             Classes = None; DefaultTasks = Some 5; DefaultScenario = ClassIncremental
             Layout = "required: the directory or archive"; Source = "your own"; Checksums = []
             Splits = [ split "folders" "train/ and test/ as they are" [ "train/<class>/<image>"; "test/<class>/<image>" ] [] ]
-            DefaultSplit = always "folders"; UnrecordedSplit = always "folders"; Kind = imageFolder }
+            DefaultSplit = always "folders"; UnrecordedSplit = always "folders"; ReferenceOrder = ourOrder; Kind = imageFolder }
           { Name = "cifar10"; Description = "CIFAR-10 (10 classes; split 5 x 2)"
             Classes = Some 10; DefaultTasks = Some 5; DefaultScenario = ClassIncremental
             Layout = "the binary batches (directory or .tar.gz), or a DIR/{train,test}/<class>/ image tree or tar; downloaded to the cache without --data"
             Source = Download.cifar10.Files.Head.Url; Checksums = checksums Download.cifar10
             Splits = official [ "data_batch_1.bin .. data_batch_5.bin, test_batch.bin, batches.meta.txt (cifar-10-batches-bin/)" ] []
-            DefaultSplit = always "official"; UnrecordedSplit = always "official"; Kind = cifar10 }
+            DefaultSplit = always "official"; UnrecordedSplit = always "official"; ReferenceOrder = ourOrder; Kind = cifar10 }
           { Name = "cifar100"; Description = "CIFAR-100 (100 classes; Split CIFAR-100 is 10 x 10)"
             Classes = Some 100; DefaultTasks = Some 10; DefaultScenario = ClassIncremental
             Layout = "the binary version (directory or .tar.gz), or a DIR/{train,test}/<class>/ image tree or tar; downloaded to the cache without --data"
             Source = Download.cifar100.Files.Head.Url; Checksums = checksums Download.cifar100
             Splits = official [ "train.bin, test.bin, fine_label_names.txt (cifar-100-binary/)"; "or train/<class>/<image> and test/<class>/<image>, 100 class folders" ] []
-            DefaultSplit = always "official"; UnrecordedSplit = always "official"; Kind = cifar100 }
+            DefaultSplit = always "official"; UnrecordedSplit = always "official"; ReferenceOrder = ourOrder; Kind = cifar100 }
           { Name = "fashion-mnist"; Description = "Fashion-MNIST (10 classes of 28x28 grey images; 5 x 2)"
             Classes = Some 10; DefaultTasks = Some 5; DefaultScenario = ClassIncremental
             Layout = sprintf "the IDX files; %s (apt-get install dataset-fashion-mnist) or the cache otherwise" systemFashionMnist
             Source = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"; Checksums = checksums Download.fashionMnist
             Splits = official [ "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (each optionally .gz)" ] []
-            DefaultSplit = always "official"; UnrecordedSplit = always "official"; Kind = fashionMnist }
+            DefaultSplit = always "official"; UnrecordedSplit = always "official"; ReferenceOrder = ourOrder; Kind = fashionMnist }
           { Name = "mnist"; Description = "MNIST (10 digits, 28x28 grey; 5 x 2)"
             Classes = Some 10; DefaultTasks = Some 5; DefaultScenario = ClassIncremental
             Layout = "the IDX files (as for fashion-mnist); downloaded to the cache without --data"
             Source = "https://ossci-datasets.s3.amazonaws.com/mnist/"; Checksums = checksums Download.mnist
             Splits = official [ "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (each optionally .gz)" ] []
-            DefaultSplit = always "official"; UnrecordedSplit = always "official"; Kind = mnist }
+            DefaultSplit = always "official"; UnrecordedSplit = always "official"; ReferenceOrder = ourOrder; Kind = mnist }
           { Name = "svhn"; Description = "SVHN cropped digits (10 classes, 32x32; 5 x 2; label 10 is the digit 0)"
             Classes = Some 10; DefaultTasks = Some 5; DefaultScenario = ClassIncremental
             Layout = "the directory holding train_32x32.mat and test_32x32.mat; downloaded to the cache without --data"
             Source = "http://ufldl.stanford.edu/housenumbers/"; Checksums = checksums Download.svhn
             Splits = official [ "train_32x32.mat"; "test_32x32.mat" ] []
-            DefaultSplit = always "official"; UnrecordedSplit = always "official"; Kind = svhn }
+            DefaultSplit = always "official"; UnrecordedSplit = always "official"; ReferenceOrder = ourOrder; Kind = svhn }
           { Name = "notmnist"; Description = "notMNIST as L2P's 5-datasets uses it (letters A-J; 5 x 2)"
             Classes = Some 10; DefaultTasks = Some 5; DefaultScenario = ClassIncremental
             Layout = "required: the folder holding notMNIST/Train/<A..J>/ and notMNIST/Test/<A..J>/ (unzipped notMNIST.zip)"
             Source = "https://github.com/facebookresearch/Adversarial-Continual-Learning/raw/main/data/notMNIST.zip (no published checksum; not downloaded)"
             Checksums = []
             Splits = official [ "notMNIST/Train/<A..J>/*.png"; "notMNIST/Test/<A..J>/*.png" ] []
-            DefaultSplit = always "official"; UnrecordedSplit = always "official"; Kind = notMnist }
+            DefaultSplit = always "official"; UnrecordedSplit = always "official"; ReferenceOrder = ourOrder; Kind = notMnist }
           { Name = "imagenet-r"; Description = "ImageNet-R (200 classes; Split ImageNet-R is 10 x 20); CODA-Prompt's split by default"
             Classes = Some 200; DefaultTasks = Some 10; DefaultScenario = ClassIncremental
             Layout = "the released imagenet-r/<wnid>/<image> tree (with CODA-Prompt's split files for --split coda), or DIR/{train,test}/<wnid>/ (--split folders); downloaded to the cache without --data"
@@ -336,7 +352,7 @@ module Benchmarks =
                     [ "train/<wnid>/<image> and test/<wnid>/<image>, 200 class folders in each" ] []
                 split "seeded" "our own split: 80/20 per class, seed 0, of the single-folder release (Splits.perClass)"
                     [ "<wnid>/<image>, 200 class folders" ] [] ]
-            DefaultSplit = imagenetRDefault; UnrecordedSplit = imagenetRUnrecorded; Kind = imagenetR }
+            DefaultSplit = imagenetRDefault; UnrecordedSplit = imagenetRUnrecorded; ReferenceOrder = codaListsOrder; Kind = imagenetR }
           pilotEntry "imagenet-a" "ImageNet-A" 200 10 "imagenet-a" ""
           pilotEntry "cub" "CUB-200-2011" 200 10 "cub" ""
           pilotEntry "objectnet" "ObjectNet (the 200-class subset)" 200 10 "objectnet" ""
@@ -352,13 +368,13 @@ module Benchmarks =
                     (codaFiles "DomainNet/" codaDomainNet) [ for f, sum in codaDomainNet -> sprintf "%s %s" f sum.Text ]
                 split "official" "the release's <domain>_train.txt and <domain>_test.txt lists of all six domains (lines 'path label')"
                     [ for d in domainNetDomains -> sprintf "%s_train.txt, %s_test.txt and %s/<class>/<image>" d d d ] [] ]
-            DefaultSplit = always "coda"; UnrecordedSplit = always "coda"; Kind = domainNet }
+            DefaultSplit = always "coda"; UnrecordedSplit = always "coda"; ReferenceOrder = codaListsOrder; Kind = domainNet }
           { Name = "five-datasets"; Description = "5-datasets (L2P): SVHN, MNIST, CIFAR-10, notMNIST, Fashion-MNIST, one task each (50 classes)"
             Classes = Some 50; DefaultTasks = Some 5; DefaultScenario = ClassIncremental
             Layout = "DIR/svhn, DIR/mnist, DIR/cifar10, DIR/notmnist, DIR/fashion-mnist (each as its own benchmark takes it; a missing one comes from the cache or its download), or NAME=PATH pairs"
             Source = "each member's own (see svhn, mnist, cifar10, notmnist, fashion-mnist)"; Checksums = []
             Splits = official [ for m in fiveDatasets -> sprintf "%s/ as `prompting benchmarks %s` says" m m ] []
-            DefaultSplit = always "official"; UnrecordedSplit = always "official"; Kind = DatasetSequence fiveDatasets } ]
+            DefaultSplit = always "official"; UnrecordedSplit = always "official"; ReferenceOrder = ourOrder; Kind = DatasetSequence fiveDatasets } ]
         @ [ for name, display, classes, imageDir in fgvcSets ->
               { Name = name; Description = sprintf "VPT's FGVC %s (%d classes; transfer: one joint task)" display classes
                 Classes = Some classes; DefaultTasks = Some 1; DefaultScenario = Joint
@@ -367,7 +383,7 @@ module Benchmarks =
                 Splits =
                   [ split "final" "train on train.json + val.json, test on test.json (VPT's final runs)" [ "train.json"; "val.json"; "test.json" ] []
                     split "tune" "train on train.json, test on val.json (VPT's choice of learning rate and weight decay)" [ "train.json"; "val.json" ] [] ]
-                DefaultSplit = always "final"; UnrecordedSplit = always "final"; Kind = fgvc name display classes imageDir } ]
+                DefaultSplit = always "final"; UnrecordedSplit = always "final"; ReferenceOrder = ourOrder; Kind = fgvc name display classes imageDir } ]
         @ [ for task, classes in vtab1kTasks ->
               let name = "vtab1k-" + task.Replace('_', '-')
               { Name = name; Description = sprintf "VTAB-1k %s (%d classes; transfer: one joint task)" task classes
@@ -377,17 +393,17 @@ module Benchmarks =
                 Splits =
                   [ split "final" "train on train800val200.txt, test on test.txt" [ "train800val200.txt"; "test.txt" ] []
                     split "tune" "train on train800.txt, test on val200.txt (choice of learning rate and weight decay)" [ "train800.txt"; "val200.txt" ] [] ]
-                DefaultSplit = always "final"; UnrecordedSplit = always "final"; Kind = vtab1k name classes } ]
+                DefaultSplit = always "final"; UnrecordedSplit = always "final"; ReferenceOrder = ourOrder; Kind = vtab1k name classes } ]
         @ [ { Name = "domains"; Description = "domain-incremental: DIR/<domain>/{train,test}/<class>/, one task per domain (sorted), same classes"
               Classes = None; DefaultTasks = None; DefaultScenario = DomainIncremental
               Layout = "required: the directory of domains"; Source = "your own"; Checksums = []
               Splits = [ split "folders" "each domain's train/ and test/ as they are" [ "<domain>/train/<class>/<image>"; "<domain>/test/<class>/<image>" ] [] ]
-              DefaultSplit = always "folders"; UnrecordedSplit = always "folders"; Kind = DomainFolders }
+              DefaultSplit = always "folders"; UnrecordedSplit = always "folders"; ReferenceOrder = ourOrder; Kind = DomainFolders }
             { Name = "sequence"; Description = "5-datasets style: each dataset one task, e.g. --data cifar10=DIR,fashion-mnist=DIR"
               Classes = None; DefaultTasks = None; DefaultScenario = ClassIncremental
               Layout = "required: NAME=PATH pairs separated by commas"; Source = "your own"; Checksums = []
               Splits = official [ "each NAME=PATH as that benchmark takes it" ] []
-              DefaultSplit = always "official"; UnrecordedSplit = always "official"; Kind = DatasetSequence [] } ]
+              DefaultSplit = always "official"; UnrecordedSplit = always "official"; ReferenceOrder = ourOrder; Kind = DatasetSequence [] } ]
 
     let find (name: string) =
         match all |> List.tryFind (fun b -> b.Name = name.Trim().ToLowerInvariant()) with

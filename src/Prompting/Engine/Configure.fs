@@ -102,6 +102,11 @@ module Configure =
         let heads = r.Heads |> Option.orElse (b |> Option.bind (fun c -> c.Heads))
         let source = RunCheckpoint.read checkpoint heads
         let seed = r.Seed |> Option.orElse (from (fun c -> c.Seed)) |> Option.defaultValue 0
+        let split =
+            match r.Split, b with
+            | Some name, _ -> Some(Benchmarks.checkSplitName benchmark name)
+            | None, Some c when c.Benchmark = benchmark.Name -> c.Split
+            | None, _ -> Some(benchmark.DefaultSplit data)
         let config =
             { Method = method
               Benchmark = benchmark.Name
@@ -111,16 +116,15 @@ module Configure =
               ImageSize = r.ImageSize |> Option.orElse (from (fun c -> c.ImageSize)) |> Option.defaultValue source.Checkpoint.Config.ImageSize
               Tasks = tasks
               Scenario = scenario
-              Split =
-                match r.Split, b with
-                | Some name, _ -> Some(Benchmarks.checkSplitName benchmark name)
-                | None, Some c when c.Benchmark = benchmark.Name -> c.Split
-                | None, _ -> Some(benchmark.DefaultSplit data)
+              Split = split
               ClassOrder =
                 match r.ClassOrder, b with
                 | Some order, _ -> order
                 | None, Some c when r.Seed.IsNone -> c.ClassOrder
-                | None, _ -> Shuffled seed
+                // the reference's own rule for its split (CODA-Prompt's lists, LAMDA-PILOT's releases), else ours
+                | None, _ ->
+                    benchmark.ReferenceOrder (Benchmarks.splitOf benchmark split data) seed
+                    |> Option.defaultValue (Shuffled seed)
               TrainPerClass = r.TrainPerClass |> Option.orElse (b |> Option.bind (fun c -> c.TrainPerClass))
               TestPerClass = r.TestPerClass |> Option.orElse (b |> Option.bind (fun c -> c.TestPerClass))
               Normalisation = r.Normalisation |> Option.orElse (from (fun c -> c.Normalisation)) |> Option.defaultValue Normalised
