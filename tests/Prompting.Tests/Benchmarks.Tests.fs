@@ -420,25 +420,35 @@ let tests =
               Expect.equal (c.Split, c.ClassOrder) (Some "coda", Natural) "CODA's lists, their own order for repeat 0"
               Expect.equal (resolve "imagenet-r" 2 None).ClassOrder (PythonShuffle 2) "CODA's random.seed(2) shuffle for repeat 2"
               Expect.equal (resolve "imagenet-r" 2 (Some "seeded")).ClassOrder (Shuffled 2) "our split: our seeded shuffle"
+              Expect.equal (resolve "imagenet-r" 1993 (Some "folders")).ClassOrder (NumpyPermutation 1993) "a train/test tree (LAMDA-PILOT's release): its rule"
               Expect.equal (resolve "cub" 1993 None).ClassOrder (NumpyPermutation 1993) "LAMDA-PILOT's release: np.random.seed(seed)"
               Expect.equal (resolve "cifar100" 5 None).ClassOrder (Shuffled 5) "no reference order: ours"
           }
 
-          test "prompting run on a VTAB-1k task (joint, list files) records --split and the order in config.json" {
+          test "prompting run on a VTAB-1k task (joint, list files) records its split; older run directories resume" {
               use dir = new TempDir()
               let root = Path.Combine(dir.Path, "vtab-1k", "kitti")
               vtabTask root 4
               let out = dir.File "run"
-              let code, stdout, err =
-                  runCli [ "run"; "--method"; "linear"; "--benchmark"; "vtab1k-kitti"; "--data"; root; "--split"; "tune"
-                           "--checkpoint"; fixture "vit_micro.safetensors"; "--heads"; "3"; "--image-size"; "32"; "--epochs"; "1"
-                           "--batch-size"; "4"; "--device"; "cpu"; "--out"; out ]
+              let args extra =
+                  [ "run"; "--method"; "linear"; "--benchmark"; "vtab1k-kitti"; "--data"; root
+                    "--checkpoint"; fixture "vit_micro.safetensors"; "--heads"; "3"; "--image-size"; "32"; "--epochs"; "1"
+                    "--batch-size"; "4"; "--device"; "cpu"; "--out"; out ] @ extra
+              let code, stdout, err = runCli (args [])
               Expect.equal code 0 (stdout + err)
-              let config = File.ReadAllText(Path.Combine(out, "config.json"))
-              Expect.stringContains config "\"Split\": \"tune\"" "the split is recorded"
+              let configPath = Path.Combine(out, "config.json")
+              let config = File.ReadAllText configPath
+              Expect.stringContains config "\"Split\": \"final\"" "the split is recorded"
               Expect.stringContains config "\"Benchmark\": \"vtab1k-kitti\"" "the benchmark"
               let log = File.ReadAllText(Path.Combine(out, "log.txt"))
-              Expect.stringContains log "8 train and 4 test images" "train800 / val200"
+              Expect.stringContains log "12 train and 4 test images" "train800val200 / test"
+              // a run directory from before splits were recorded
+              let node = Nodes.JsonNode.Parse(config).AsObject()
+              node["Config"].AsObject().Remove "Split" |> ignore
+              File.WriteAllText(configPath, node.ToJsonString())
+              let code, stdout, err = runCli (args [])
+              Expect.equal code 0 (stdout + err + " (the same options resume a run that recorded no split)")
+              expectOneLineError (args [ "--split"; "tune" ]) [ "different configuration"; "Split" ] |> ignore
           }
 
           test "the imagenet-r protocol scripts read CODA-Prompt's lists by default" {

@@ -106,6 +106,14 @@ module Benchmarks =
     /// LAMDA-PILOT's rule: `np.random.seed(seed); np.random.permutation(n)` (its default seed is 1993).
     let private pilotOrder = fun (_: string) (seed: int) -> Some(NumpyPermutation seed)
 
+    /// ImageNet-R: CODA-Prompt's rule on its lists, LAMDA-PILOT's on a train/test tree (its release).
+    let private imagenetROrder =
+        fun (split: string) (seed: int) ->
+            match split with
+            | "coda" -> Some(codaOrder seed)
+            | "folders" -> Some(NumpyPermutation seed)
+            | _ -> None
+
     let private split name description files sums = { Name = name; Description = description; Files = files; Checksums = sums }
 
     let private official files sums = [ split "official" "the release's own train/test split" files sums ]
@@ -352,7 +360,7 @@ module Benchmarks =
                     [ "train/<wnid>/<image> and test/<wnid>/<image>, 200 class folders in each" ] []
                 split "seeded" "our own split: 80/20 per class, seed 0, of the single-folder release (Splits.perClass)"
                     [ "<wnid>/<image>, 200 class folders" ] [] ]
-            DefaultSplit = imagenetRDefault; UnrecordedSplit = imagenetRUnrecorded; ReferenceOrder = codaListsOrder; Kind = imagenetR }
+            DefaultSplit = imagenetRDefault; UnrecordedSplit = imagenetRUnrecorded; ReferenceOrder = imagenetROrder; Kind = imagenetR }
           pilotEntry "imagenet-a" "ImageNet-A" 200 10 "imagenet-a" ""
           pilotEntry "cub" "CUB-200-2011" 200 10 "cub" ""
           pilotEntry "objectnet" "ObjectNet (the 200-class subset)" 200 10 "objectnet" ""
