@@ -354,7 +354,7 @@ module Benchmarks =
             Layout = "the released imagenet-r/<wnid>/<image> tree (with CODA-Prompt's split files for --split coda), or DIR/{train,test}/<wnid>/ (--split folders); downloaded to the cache without --data"
             Source = Download.imagenetR.Files.Head.Url; Checksums = checksums Download.imagenetR
             Splits =
-              [ split "coda" "CODA-Prompt's and VQ-Prompt's lists (24000 train, 6000 test; labels and class order as the lists give them)"
+              [ split "coda" "CODA-Prompt's lists (24000 train, 6000 test; labels and class order as the lists give them)"
                     (codaFiles "imagenet-r/" codaImagenetR) [ for f, sum in codaImagenetR -> sprintf "%s %s" f sum.Text ]
                 split "folders" "a tree already split into train/ and test/ (LAMDA-PILOT's and DualPrompt's preprocessing), read as it is"
                     [ "train/<wnid>/<image> and test/<wnid>/<image>, 200 class folders in each" ] []
