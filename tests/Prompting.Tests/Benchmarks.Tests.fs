@@ -182,6 +182,26 @@ let tests =
               Expect.stringContains missing "missing list file" "a missing list file"
           }
 
+          test "CODA-Prompt's lists inside a CODA-Prompt checkout: data/imagenet-r/ and dataloaders/splits/" {
+              use dir = new TempDir()
+              let checkout = dir.File "CODA-Prompt"
+              let data = Path.Combine(checkout, "data")
+              let root = Path.Combine(data, "imagenet-r")
+              codaImagenetR root |> ignore
+              let splits = Path.Combine(checkout, "dataloaders", "splits")
+              Directory.CreateDirectory splits |> ignore
+              for f in [ "imagenet-r_train.yaml"; "imagenet-r_test.yaml" ] do File.Move(Path.Combine(root, f), Path.Combine(splits, f))
+              for top in [ root; data ] do
+                  let d =
+                      Releases.codaYaml "imagenet-r" 200 top [ "imagenet-r" ] ReadOptions.Defaults
+                          (Path.Combine(splits, "imagenet-r_train.yaml")) (Path.Combine(splits, "imagenet-r_test.yaml"))
+                  Expect.equal (d.Dataset.Train.Length, d.Dataset.Test.Length) (400, 200) (sprintf "paths resolved under %s" top)
+                  // the miniature lists are not the reference's: found, then refused by checksum
+                  let msg = promptingError "checksum" (fun () -> read "imagenet-r" top (Some "coda"))
+                  Expect.stringContains msg (Path.Combine(splits, "imagenet-r_train.yaml")) "found in the checkout's dataloaders/splits/"
+                  Expect.stringContains msg "differs" "and checked"
+          }
+
           test "SplitFiles: SHA-256 and git blob checks, YAML and list errors name file and line" {
               use dir = new TempDir()
               let path = dir.File "list.yaml"

@@ -133,11 +133,12 @@ module Benchmarks =
           "domainnet_test.yaml", GitBlob "3c5407918567c97203c85b074ccc323ed4643a7e" ]
 
     /// Where a reference split file is looked for: beside the class folders, in DIR/splits/, and
-    /// in a CODA-Prompt checkout's dataloaders/splits/ when --data is its data/<name>/.
+    /// in a CODA-Prompt checkout's dataloaders/splits/ when --data is its data/<name>/ or its data/.
     let splitFileCandidates (data: string) (file: string) =
         [ Path.Combine(data, file)
           Path.Combine(data, "splits", file)
-          Path.GetFullPath(Path.Combine(data, "..", "..", "dataloaders", "splits", file)) ]
+          Path.GetFullPath(Path.Combine(data, "..", "..", "dataloaders", "splits", file))
+          Path.GetFullPath(Path.Combine(data, "..", "dataloaders", "splits", file)) ]
 
     let private findSplitFile (what: string) (data: string) (file: string, sum: SplitChecksum) =
         match splitFileCandidates data file |> List.tryFind File.Exists with

@@ -175,17 +175,14 @@ module SplitFiles =
             if parts.Length >= 2 then parents[l.Label].Add parts[parts.Length - 2] |> ignore
         Array.init classes (fun k -> if parents[k].Count = 1 then Seq.head parents[k] else string k)
 
-    /// The parts of a listed path below a release root: a leading `data/` and a leading component
-    /// named like the root's folder (or one of `baseNames`) are dropped, as in CODA-Prompt's
-    /// `data/imagenet-r/<wnid>/<file>` paths.
+    /// Where a listed path may lie below a release root, in order: without a leading `data/` and a
+    /// leading component named like the root's folder (or one of `baseNames`), as CODA-Prompt's
+    /// `data/imagenet-r/<wnid>/<file>` under imagenet-r/; without `data/` only (--data is CODA's
+    /// data/ folder); as written.
     let underRoot (root: string) (baseNames: string list) (listedPath: string) =
         let parts = listedPath.Replace('\\', '/').Split('/', StringSplitOptions.RemoveEmptyEntries) |> List.ofArray
         let rootName = Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath root))
         let isBase (p: string) = String.Equals(p, rootName, StringComparison.OrdinalIgnoreCase) || baseNames |> List.exists (fun b -> String.Equals(p, b, StringComparison.OrdinalIgnoreCase))
-        let stripped =
-            match parts with
-            | "data" :: b :: rest when isBase b -> rest
-            | b :: rest when isBase b -> rest
-            | "data" :: rest -> rest
-            | _ -> parts
-        [ Path.Combine(root, String.Join("/", stripped)); Path.Combine(root, String.Join("/", parts)) ] |> List.distinct
+        let withoutData = match parts with "data" :: rest -> rest | _ -> parts
+        let withoutBase = match withoutData with b :: rest when isBase b -> rest | _ -> withoutData
+        [ withoutBase; withoutData; parts ] |> List.map (fun p -> Path.Combine(root, String.Join("/", p))) |> List.distinct
