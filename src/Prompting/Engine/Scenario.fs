@@ -39,7 +39,10 @@ module ClassOrder =
         let text = text.Trim()
         match text.ToLowerInvariant() with
         | "natural" -> Natural
-        | t when t.StartsWith "seed:" -> Shuffled(seedOf text "seed:" "our seeded shuffle")
+        | t when t.StartsWith "seed:" ->
+            match System.Int32.TryParse(text.Substring 5) with
+            | true, k -> Shuffled k
+            | _ -> Errors.fail "--class-order %s: expected seed:K" text
         | t when t.StartsWith "pilot-" -> NumpyPermutation(seedOf text "pilot-" "LAMDA-PILOT's NumPy permutation")
         | t when t.StartsWith "numpy:" -> NumpyPermutation(seedOf text "numpy:" "NumPy's seeded permutation")
         | t when t.StartsWith "coda-" ->
