@@ -131,8 +131,8 @@ let tests =
               expect "cifar100" 100 10 ClassIncremental
               expect "imagenet-r" 200 10 ClassIncremental
               expect "imagenet-a" 200 10 ClassIncremental
-              expect "cub" 200 10 ClassIncremental
-              expect "objectnet" 200 10 ClassIncremental
+              expect "cub" 200 20 ClassIncremental
+              expect "objectnet" 200 20 ClassIncremental
               expect "omnibenchmark" 300 10 ClassIncremental
               expect "vtab" 50 5 ClassIncremental
               expect "domainnet" 345 5 ClassIncremental
@@ -442,6 +442,7 @@ let tests =
               Expect.equal (resolve "imagenet-r" 2 (Some "seeded")).ClassOrder (Shuffled 2) "our split: our seeded shuffle"
               Expect.equal (resolve "imagenet-r" 1993 (Some "folders")).ClassOrder (NumpyPermutation 1993) "a train/test tree (LAMDA-PILOT's release): its rule"
               Expect.equal (resolve "cub" 1993 None).ClassOrder (NumpyPermutation 1993) "LAMDA-PILOT's release: np.random.seed(seed)"
+              Expect.equal (resolve "vtab" 1993 None).ClassOrder Natural "LAMDA-PILOT's VTAB is not shuffled (one domain per task)"
               Expect.equal (resolve "cifar100" 5 None).ClassOrder (Shuffled 5) "no reference order: ours"
           }
 
