@@ -354,8 +354,9 @@ let tests =
               Directory.CreateDirectory(Path.Combine(data, "svhn")) |> ignore
               for f in [ "train_32x32.mat"; "test_32x32.mat" ] do File.Copy(fixture ("svhn/" + f), Path.Combine(data, "svhn", f))
               Prompting.Tests.Data.writeCifar10 (Path.Combine(data, "cifar10")) |> ignore
-              for name in [ "mnist"; "fashion-mnist" ] do
-                  let d = Path.Combine(data, name)
+              for name, sub in [ "mnist", "MNIST/raw"; "fashion-mnist", "" ] do
+                  // MNIST as torchvision keeps it (mnist/MNIST/raw/), Fashion-MNIST as the files alone
+                  let d = Path.Combine(data, name, sub)
                   Directory.CreateDirectory d |> ignore
                   for prefix, n in [ "train", 3; "t10k", 2 ] do
                       File.WriteAllBytes(Path.Combine(d, prefix + "-images-idx3-ubyte"), Prompting.Tests.Data.idxBytes [ n; 28; 28 ] (Array.init (n * 784) byte))

@@ -179,17 +179,24 @@ module Benchmarks =
                 if isImageTree path then { folder r.Options r.Skipped path with Name = "CIFAR-100" } else Cifar.read100 path
             | None -> Download.loadCifar100 (Download.defaults ()))
 
+    /// The IDX files' directory: --data itself, or torchvision's <Name>/raw/ or raw/ below it.
+    let private idxDirectory (what: string) (torchvisionName: string) (path: string) =
+        let path = existing what path
+        [ path; Path.Combine(path, torchvisionName, "raw"); Path.Combine(path, "raw") ]
+        |> List.tryFind (fun d -> File.Exists(Path.Combine(d, "train-images-idx3-ubyte")) || File.Exists(Path.Combine(d, "train-images-idx3-ubyte.gz")))
+        |> Option.defaultValue path
+
     let private fashionMnist =
         ClassSplit(fun r ->
             match r.Data with
-            | Some path -> Idx.fashionMnist (existing "fashion-mnist" path)
+            | Some path -> Idx.fashionMnist (idxDirectory "fashion-mnist" "FashionMNIST" path)
             | None when Directory.Exists systemFashionMnist -> Idx.fashionMnist systemFashionMnist
             | None -> Download.loadFashionMnist (Download.defaults ()))
 
     let private mnist =
         ClassSplit(fun r ->
             match r.Data with
-            | Some path -> Idx.mnist (existing "mnist" path)
+            | Some path -> Idx.mnist (idxDirectory "mnist" "MNIST" path)
             | None -> Download.loadMnist (Download.defaults ()))
 
     let private svhn =
@@ -336,7 +343,7 @@ module Benchmarks =
             DefaultSplit = always "official"; UnrecordedSplit = always "official"; ReferenceOrder = ourOrder; Kind = fashionMnist }
           { Name = "mnist"; Description = "MNIST (10 digits, 28x28 grey; 5 x 2)"
             Classes = Some 10; DefaultTasks = Some 5; DefaultScenario = ClassIncremental
-            Layout = "the IDX files (as for fashion-mnist); downloaded to the cache without --data"
+            Layout = "the IDX files' directory (or torchvision's root holding MNIST/raw/); downloaded to the cache without --data"
             Source = "https://ossci-datasets.s3.amazonaws.com/mnist/"; Checksums = checksums Download.mnist
             Splits = official [ "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (each optionally .gz)" ] []
             DefaultSplit = always "official"; UnrecordedSplit = always "official"; ReferenceOrder = ourOrder; Kind = mnist }
