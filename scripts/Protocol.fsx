@@ -5,6 +5,10 @@
 //
 // Common command line (every protocol script):
 //   --data DIR --checkpoint FILE [--out DIR] [--seed K] [--device cpu|cuda[:N]]
+//   data:                [--split NAME] (default: the benchmark's reference split, e.g. CODA-Prompt's
+//                        lists for imagenet-r; `prompting benchmarks NAME` lists them)
+//                        [--class-order ORDER] (default: the reference's rule with --seed where the
+//                        split has one, e.g. coda-K for CODA's lists; else seed:K)
 //   quick-run overrides: [--epochs N] [--batch-size N] [--lr X] [--image-size PX] [--heads N]
 //                        [--train-per-class N] [--test-per-class N] [--tasks N]
 //   others:              [--normalisation backbone|unit] [--bf16] [--skip-corrupt] [--help]
@@ -33,6 +37,10 @@ type Options =
       TrainPerClass: int option
       TestPerClass: int option
       Tasks: int option
+      /// A named split of the benchmark (None: the benchmark's default, the reference's).
+      Split: string option
+      /// --class-order (None: the reference's rule for the split with the seed, else seed:K).
+      ClassOrder: ClassOrder option
       Normalisation: PixelScale option
       Bf16: bool
       SkipCorrupt: bool
@@ -98,6 +106,8 @@ let private common =
       "train-per-class", true, "override: seeded subset of training images per class"
       "test-per-class", true, "override: seeded subset of test images per class"
       "tasks", true, "override: number of tasks"
+      "split", true, "a named split of the benchmark (default: the reference's; see `prompting benchmarks NAME`)"
+      "class-order", true, "natural, seed:K, pilot-K, coda-K, numpy:K, python:K or a file (default: the reference's rule with --seed)"
       "normalisation", true, "override: backbone (the backbone's mean/std) or unit ([0, 1])"
       "bf16", false, "bf16 autocast on CUDA"
       "skip-corrupt", false, "skip unreadable images instead of stopping"
@@ -152,6 +162,8 @@ let parse (extras: Extra list) (argv: string[]) : Options =
       TrainPerClass = int' "train-per-class"
       TestPerClass = int' "test-per-class"
       Tasks = int' "tasks"
+      Split = m.TryFind "split"
+      ClassOrder = m.TryFind "class-order" |> Option.map ClassOrder.parse
       Normalisation =
         m.TryFind "normalisation"
         |> Option.map (function
@@ -174,6 +186,8 @@ let runConfig (p: Protocol) (o: Options) : PreparedRun =
             Heads = o.Heads
             Tasks = Some(o.Tasks |> Option.defaultValue p.Tasks)
             Scenario = Some p.Scenario
+            Split = o.Split
+            ClassOrder = o.ClassOrder
             Epochs = o.Epochs
             BatchSize = o.BatchSize
             LearningRate = o.LearningRate
@@ -186,7 +200,8 @@ let runConfig (p: Protocol) (o: Options) : PreparedRun =
 
 let private describe (c: RunConfig) =
     let t = c.Method.Recipe
-    printfn "method %s on %s: %d task(s), %A, class order %A" c.Method.Name c.Benchmark c.Tasks c.Scenario c.ClassOrder
+    printfn "method %s on %s (split %s): %d task(s), %A, class order %s" c.Method.Name c.Benchmark (defaultArg c.Split "-") c.Tasks c.Scenario
+        (ClassOrder.name c.ClassOrder)
     printfn "training: %d epoch(s), batch %d, %A, lr %g%s (effective %g)%s, %A %A, weight decay %g%s; inputs %A, %dpx"
         t.Epochs t.BatchSize t.Optimizer t.LearningRate (if t.ScaleByBatch then " x batch/256" else "")
         (Schedules.baseRate t)

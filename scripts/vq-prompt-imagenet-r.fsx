@@ -1,11 +1,14 @@
 // VQ-Prompt on Split ImageNet-R: as on CIFAR-100 (AdamW prompts 0.0125 / head 0.0025, per-iteration
 // cosine to 1e-6 over 20 epochs, head recalibration) with batch 64; pixels in [0, 1].
-// Split ImageNet-R, 10 tasks of 20 classes (class order shuffled with --seed), class-incremental.
-// --data: either DIR/{train,test}/<class>/<image>, or the released single-folder tree
-// (imagenet-r/<class>/<image>, from https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar),
-// which the registered imagenet-r benchmark splits 80/20 per class with seed 0 (Data/Splits.fs).
+// Split ImageNet-R, 10 tasks of 20 classes, class-incremental, on CODA-Prompt's split lists by default
+// (class order: the lists' own for --seed 0, CODA-Prompt's random.seed(K) shuffle for --seed K).
+// --data: the released single-folder tree (imagenet-r/<wnid>/<image>, from
+// https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar) with CODA-Prompt's imagenet-r_train.yaml and
+// imagenet-r_test.yaml beside the class folders (checked by SHA-256; `prompting benchmarks imagenet-r`);
+// --split seeded: our own 80/20 split per class with seed 0 instead; a DIR/{train,test}/<wnid>/ tree is read
+// as it is (--split folders).
 // --checkpoint: the ViT-B/16 checkpoint (e.g. ImageNet-21k augreg, safetensors or npz).
-// Usage: dotnet fsi scripts/vq-prompt-imagenet-r.fsx -- --data DIR --checkpoint FILE [--out DIR] [--seed K] [--device D]
+// Usage: dotnet fsi scripts/vq-prompt-imagenet-r.fsx -- --data DIR --checkpoint FILE [--out DIR] [--seed K] [--device D] [--split coda|folders|seeded]
 #load "Protocol.fsx"
 open Prompting.Data
 open Prompting.Engine

@@ -58,6 +58,7 @@ public static class Experiment
                 CoreCalls.Option(options.Heads),
                 CoreCalls.Option(options.Tasks),
                 FSharpOption<ScenarioKind>.Some(ScenarioOf(options.Scenario)),
+                options.Split is null ? FSharpOption<string>.None : FSharpOption<string>.Some(options.Split),
                 CoreCalls.Option(options.Epochs),
                 CoreCalls.Option(options.BatchSize),
                 options.LearningRate is { } lr ? FSharpOption<double>.Some(lr) : FSharpOption<double>.None,

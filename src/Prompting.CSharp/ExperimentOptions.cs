@@ -32,6 +32,12 @@ public sealed record ExperimentOptions
     /// </summary>
     public string? Data { get; init; }
 
+    /// <summary>
+    /// A named train/test split of the benchmark (for example <c>coda</c> or <c>seeded</c> for
+    /// <c>imagenet-r</c>; <c>prompting benchmarks NAME</c> lists them); <see langword="null"/> for the benchmark's default.
+    /// </summary>
+    public string? Split { get; init; }
+
     /// <summary>The ViT checkpoint (<c>.safetensors</c> or <c>.npz</c>) the run starts from.</summary>
     public required string Checkpoint { get; init; }
 

@@ -153,6 +153,7 @@ type RunArgs =
     | Test_Per_Class of count: int
     | Config of path: string
     | Scenario of kind: string
+    | Split of name: string
     | Class_Order of order: string
     | Heads of count: int
     | Skip_Corrupt
@@ -171,8 +172,8 @@ type RunArgs =
             | Adapt _ -> "when the trainable parts learn: every-task (default) or first-task (frozen after it, as APER and RanPAC)."
             | Accept_Recipe_Change -> "resume although --lr, --epochs, --batch-size or --bf16 differ from the run's recipe (recorded in config.json and the log)."
             | Method _ -> "prompt method or baseline (see `prompting methods`)."
-            | Benchmark _ -> "a registered benchmark: imagefolder, cifar10, cifar100, fashion-mnist, imagenet-r, domains, sequence (see `prompting benchmarks`)."
-            | Data _ -> "data directory or archive (imagefolder: DIR/{train,test}/<class>/)."
+            | Benchmark _ -> "a registered benchmark: imagenet-r, cifar100, domainnet, ... (see `prompting benchmarks`)."
+            | Data _ -> "the benchmark's data (`prompting benchmarks NAME` says what goes where)."
             | Checkpoint _ -> "pretrained ViT checkpoint (safetensors or npz)."
             | Tasks _ -> "number of tasks (default: the benchmark's)."
             | Epochs _ -> "epochs per task (default: the method's recipe)."
@@ -186,7 +187,8 @@ type RunArgs =
             | Test_Per_Class _ -> "seeded subset: test images per class."
             | Config _ -> "run configuration JSON (as written to a run's config.json); flags override it."
             | Scenario _ -> "class (default), task, domain (benchmark domains) or joint."
-            | Class_Order _ -> "natural, seed:K (default seed:<seed>), or a file with one class index per line."
+            | Split _ -> "a named train/test split of the benchmark, e.g. coda or seeded for imagenet-r (default: the benchmark's)."
+            | Class_Order _ -> "natural, seed:K (default seed:<seed>), pilot-K (LAMDA-PILOT's, e.g. pilot-1993), coda-K, numpy:K, python:K, or a file of class indices."
             | Heads _ -> "attention heads of the checkpoint (default width / 64)."
             | Skip_Corrupt -> "skip unreadable or non-image files (listed in the log) instead of stopping."
             | Unit_Range -> "feed pixels in [0, 1] without normalisation (the CODA-Prompt code's convention)."
@@ -205,12 +207,18 @@ type EvalArgs =
             | Device _ -> "cpu or cuda[:N]."
 
 type BenchmarksArgs =
+    | [<MainCommand>] Name of name: string
     | Names_Only
+    | Data of path: string
+    | Split of name: string
 
     interface IArgParserTemplate with
         member this.Usage =
             match this with
+            | Name _ -> "one benchmark: which files to put where; with --data, check them."
             | Names_Only -> "print only the benchmark names."
+            | Data _ -> "the data to check (as `run --data` takes it)."
+            | Split _ -> "the split to check (default: the benchmark's)."
 
 type ReportArgs =
     | [<MainCommand; Mandatory>] Runs of dirs: string list

@@ -10,25 +10,6 @@ open Prompting.Prompts
 open Prompting.Engine
 open Prompting.Cli
 
-let private classOrder (seed: int) (text: string option) =
-    match text with
-    | None -> Shuffled seed
-    | Some "natural" -> Natural
-    | Some s when s.StartsWith "seed:" ->
-        match Int32.TryParse(s.Substring 5) with
-        | true, k -> Shuffled k
-        | _ -> Errors.fail "--class-order %s: expected seed:K" s
-    | Some file ->
-        if not (File.Exists file) then Errors.fail "--class-order %s: not natural, seed:K or an existing file" file
-        let numbers =
-            File.ReadAllLines file
-            |> Array.filter (fun l -> l.Trim() <> "")
-            |> Array.map (fun l ->
-                match Int32.TryParse(l.Trim()) with
-                | true, v -> v
-                | _ -> Errors.fail "%s: class order lines must be integers, found '%s'" file (l.Trim()))
-        Given(List.ofArray numbers)
-
 /// The run request of the command's flags and optional configuration file.
 let request (args: ParseResults<RunArgs>) : RunRequest =
     let seed = args.TryGetResult RunArgs.Seed
@@ -48,12 +29,13 @@ let request (args: ParseResults<RunArgs>) : RunRequest =
       Heads = args.TryGetResult RunArgs.Heads
       Tasks = args.TryGetResult RunArgs.Tasks
       Scenario = scenario
+      Split = args.TryGetResult RunArgs.Split
       Epochs = args.TryGetResult RunArgs.Epochs
       BatchSize = args.TryGetResult RunArgs.Batch_Size
       LearningRate = args.TryGetResult RunArgs.Lr
       Bf16 = if args.Contains RunArgs.Bf16 then Some true else None
       ImageSize = args.TryGetResult RunArgs.Image_Size
-      ClassOrder = args.TryGetResult RunArgs.Class_Order |> Option.map (Some >> classOrder (defaultArg seed 0))
+      ClassOrder = args.TryGetResult RunArgs.Class_Order |> Option.map ClassOrder.parse
       TrainPerClass = args.TryGetResult RunArgs.Train_Per_Class
       TestPerClass = args.TryGetResult RunArgs.Test_Per_Class
       Normalisation = if args.Contains RunArgs.Unit_Range then Some Data.UnitRange else None
@@ -93,16 +75,28 @@ let eval (args: ParseResults<EvalArgs>) =
             (match e.PromptChoice with Some p -> sprintf ", prompt choice %.2f%%" p | None -> "")
     0
 
-let benchmarks (namesOnly: bool) =
-    for b in Benchmarks.all do
-        if namesOnly then printfn "%s" b.Name
-        else
-            printfn "%-14s %s" b.Name b.Description
-            printfn "%-14s   --data: %s" "" b.Layout
-            let tasks = match b.DefaultTasks with Some n -> string n | None -> "one per part of --data"
-            printfn "%-14s   tasks: %s; scenario: %s" "" tasks (sprintf "%A" b.DefaultScenario)
-            for c in b.Checksums do printfn "%-14s   checksum: %s" "" c
-    0
+/// `prompting benchmarks`: the table; with a name, which files go where; with --data, checks them.
+let benchmarks (args: ParseResults<BenchmarksArgs>) =
+    match args.TryGetResult BenchmarksArgs.Name with
+    | Some name ->
+        let b = Benchmarks.find name
+        for line in Benchmarks.describe b do printfn "%s" line
+        match args.TryGetResult BenchmarksArgs.Data with
+        | Some data ->
+            for line in Benchmarks.check b (Some data) (args.TryGetResult BenchmarksArgs.Split) do printfn "%s" line
+        | None -> printfn "  (pass --data PATH to check the files)"
+        0
+    | None ->
+        for b in Benchmarks.all do
+            if args.Contains BenchmarksArgs.Names_Only then printfn "%s" b.Name
+            else
+                printfn "%-14s %s" b.Name b.Description
+                printfn "%-14s   --data: %s" "" b.Layout
+                let tasks = match b.DefaultTasks with Some n -> string n | None -> "one per part of --data"
+                printfn "%-14s   tasks: %s; scenario: %s; splits: %s (default %s)" "" tasks (sprintf "%A" b.DefaultScenario)
+                    (b.Splits |> List.map (fun s -> s.Name) |> String.concat ", ") (b.DefaultSplit None)
+                for c in b.Checksums do printfn "%-14s   checksum: %s" "" c
+        0
 
 /// Compares several runs: a table on the terminal and an HTML report.
 let report (args: ParseResults<ReportArgs>) =

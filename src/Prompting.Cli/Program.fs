@@ -17,7 +17,7 @@ let run (argv: string[]) =
         | Forward args -> Commands.Methods.forward args
         | Run args -> Commands.Run.run args
         | Eval args -> Commands.Run.eval args
-        | Benchmarks args -> Commands.Run.benchmarks (args.Contains BenchmarksArgs.Names_Only)
+        | Benchmarks args -> Commands.Run.benchmarks args
         | Report args -> Commands.Run.report args
         | Bench args -> Commands.Bench.run args
         | Pretrain args -> Commands.Pretrain.run args

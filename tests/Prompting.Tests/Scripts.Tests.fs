@@ -20,14 +20,14 @@ let private singleFolderTree (root: string) (classes: int) (perClass: int) =
 let tests =
     testList
         "scripts"
-        [ test "l2p-imagenet-r.fsx splits a single-folder tree 80/20 and runs 10 tasks for 1 epoch" {
+        [ test "l2p-imagenet-r.fsx --split seeded splits a single-folder tree 80/20 and runs 10 tasks for 1 epoch" {
               let dir = tempDir ()
               let data = Path.Combine(dir, "imagenet-r")
-              singleFolderTree data 20 5
+              singleFolderTree data 200 5
               let out = Path.Combine(dir, "run")
               let script = Path.Combine(root, "scripts", "l2p-imagenet-r.fsx")
               let args =
-                  [ "fsi"; script; "--"; "--data"; data; "--checkpoint"; fixture "vit_micro.safetensors"; "--heads"; "3"
+                  [ "fsi"; script; "--"; "--data"; data; "--split"; "seeded"; "--checkpoint"; fixture "vit_micro.safetensors"; "--heads"; "3"
                     "--out"; out; "--epochs"; "1"; "--batch-size"; "8"; "--device"; "cpu" ]
               let psi = ProcessStartInfo("dotnet", args, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
               use p = Process.Start psi
@@ -44,7 +44,7 @@ let tests =
                       let m = System.Text.RegularExpressions.Regex.Match(line, @"task \d+/10: \d+ classes, (\d+) train and (\d+) test images")
                       if m.Success then Some(int m.Groups[1].Value, int m.Groups[2].Value) else None)
               Expect.equal tasks.Length 10 "ten tasks logged"
-              Expect.equal (Array.sumBy fst tasks, Array.sumBy snd tasks) (80, 20) "80/20 split of 100 images"
+              Expect.equal (Array.sumBy fst tasks, Array.sumBy snd tasks) (800, 200) "80/20 split of 1000 images (ImageNet-R has 200 classes)"
               let config = File.ReadAllText(Path.Combine(out, "config.json"))
               Expect.stringContains config "\"GradientClip\": 1" "L2P's gradient clipping is in the recorded config"
           } 

@@ -99,6 +99,41 @@ module Download =
               file "t10k-images-idx3-ubyte.gz" "bef4ecab320f06d8554ea6380940ec79"
               file "t10k-labels-idx1-ubyte.gz" "bb300cfdad3c16e7a12a480ee83cd310" ] }
 
+    /// MNIST (LeCun et al.; torchvision's mirror of the original files and their MD5s).
+    let mnist =
+        let file name md5 =
+            { Url = "https://ossci-datasets.s3.amazonaws.com/mnist/" + name
+              FileName = name
+              Checksum = Md5 md5 }
+        { Name = "MNIST"
+          Directory = "mnist"
+          Files =
+            [ file "train-images-idx3-ubyte.gz" "f68b3c2dcbeaaa9fbdd348bbdeb94873"
+              file "train-labels-idx1-ubyte.gz" "d53e105ee54ea40749a09fcbcd1e9432"
+              file "t10k-images-idx3-ubyte.gz" "9fb629c4189551a2d022fa330f9573f3"
+              file "t10k-labels-idx1-ubyte.gz" "ec29112dd5afa0611ce80d1b7f02629c" ] }
+
+    /// SVHN, cropped digits (format 2), from the dataset page (MD5s as torchvision lists them).
+    let svhn =
+        let file name md5 =
+            { Url = "http://ufldl.stanford.edu/housenumbers/" + name
+              FileName = name
+              Checksum = Md5 md5 }
+        { Name = "SVHN"
+          Directory = "svhn"
+          Files =
+            [ file "train_32x32.mat" "e26dedcc434d2e4c54c9b2d4a06d8373"
+              file "test_32x32.mat" "eb5a983be6a315427106f1b164d9cef3" ] }
+
+    /// ImageNet-R's release (Hendrycks et al.), one tar of imagenet-r/<wnid>/<image>.
+    let imagenetR =
+        { Name = "ImageNet-R"
+          Directory = "imagenet-r"
+          Files =
+            [ { Url = "https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar"
+                FileName = "imagenet-r.tar"
+                Checksum = Md5 "a61312130a589d0ca1a8fca1f2bd3337" } ] }
+
     /// The file's checksum in the same kind as `expected`, lowercase hex.
     let checksumOf (expected: Checksum) (path: string) =
         try
@@ -227,3 +262,29 @@ module Download =
 
     /// Fashion-MNIST from the cache, downloaded when missing.
     let loadFashionMnist (options: DownloadOptions) = Idx.fashionMnist (dataset options fashionMnist)
+
+    /// MNIST from the cache, downloaded when missing.
+    let loadMnist (options: DownloadOptions) = Idx.mnist (dataset options mnist)
+
+    /// SVHN from the cache, downloaded when missing.
+    let loadSvhn (options: DownloadOptions) = Svhn.read (dataset options svhn)
+
+    /// A downloaded tar unpacked once beside it (into `<dir>/<name without .tar>.unpacked/`, renamed
+    /// into place when complete); returns that directory.
+    let unpacked (archive: string) =
+        let final = Path.Combine(Path.GetDirectoryName archive, Path.GetFileNameWithoutExtension archive + ".unpacked")
+        if not (Directory.Exists final) then
+            let partial = final + ".partial"
+            if Directory.Exists partial then Directory.Delete(partial, true)
+            Directory.CreateDirectory partial |> ignore
+            try Formats.Tar.TarFile.ExtractToDirectory(archive, partial, false)
+            with :? IOException | :? InvalidDataException | :? UnauthorizedAccessException as e ->
+                Errors.fail "%s: cannot unpack (%s)" archive e.Message
+            Directory.Move(partial, final)
+        final
+
+    /// ImageNet-R's release from the cache (downloaded and unpacked when missing): the directory
+    /// of its <wnid>/ class folders.
+    let imagenetRTree (options: DownloadOptions) =
+        let dir = unpacked (Path.Combine(dataset options imagenetR, imagenetR.Files.Head.FileName))
+        Path.Combine(dir, "imagenet-r")

@@ -20,6 +20,12 @@ type ClassOrder =
     | Shuffled of seed: int
     /// An explicit order of class indices (for example read from a file).
     | Given of int list
+    /// LAMDA-PILOT's rule: `np.random.seed(seed); np.random.permutation(n)` (NumPy's legacy
+    /// MT19937), `--class-order pilot-1993`.
+    | NumpyPermutation of seed: int
+    /// CODA-Prompt's `rand_split` rule: `random.seed(seed); random.shuffle(order)` (CPython's
+    /// random module), `--class-order coda-K`.
+    | PythonShuffle of seed: int
 
 /// Everything that determines a run's results: serialised as config.json in the run directory,
 /// compared on resume. The method is the full configuration value, its training recipe included
@@ -34,6 +40,9 @@ type RunConfig =
       ImageSize: int
       Tasks: int
       Scenario: ScenarioKind
+      /// The benchmark's named train/test split (`prompting benchmarks NAME` lists them); None in
+      /// runs made before runs recorded it: the split the benchmark made then.
+      Split: string option
       ClassOrder: ClassOrder
       TrainPerClass: int option
       TestPerClass: int option

@@ -23,6 +23,8 @@ type RunRequest =
       /// None: the base's, else the benchmark's default (1 for joint training).
       Tasks: int option
       Scenario: ScenarioKind option
+      /// A named split of the benchmark (`--split coda`); None: the base's, else the benchmark's default.
+      Split: string option
       /// Overrides of single fields of the method's recipe.
       Epochs: int option
       BatchSize: int option
@@ -53,7 +55,7 @@ type RunRequest =
 module RunRequest =
     let empty =
         { Base = None; Method = None; Benchmark = None; Data = None; Checkpoint = None; Heads = None; Tasks = None
-          Scenario = None; Epochs = None; BatchSize = None; LearningRate = None; Bf16 = None; ImageSize = None
+          Scenario = None; Split = None; Epochs = None; BatchSize = None; LearningRate = None; Bf16 = None; ImageSize = None
           ClassOrder = None; TrainPerClass = None; TestPerClass = None; Normalisation = None; QueryDepth = None
           Head = None; Adapt = None; Seed = None; SkipCorrupt = None; Validation = None; AcceptRecipeChange = None }
 
@@ -130,6 +132,11 @@ module Configure =
         let heads = r.Heads |> Option.orElse (b |> Option.bind (fun c -> c.Heads))
         let source = RunCheckpoint.read checkpoint heads
         let seed = r.Seed |> Option.orElse (from (fun c -> c.Seed)) |> Option.defaultValue 0
+        let split =
+            match r.Split, b with
+            | Some name, _ -> Some(Benchmarks.checkSplitName benchmark name)
+            | None, Some c when c.Benchmark = benchmark.Name -> c.Split
+            | None, _ -> Some(benchmark.DefaultSplit data)
         let config =
             { Method = method
               Benchmark = benchmark.Name
@@ -139,11 +146,15 @@ module Configure =
               ImageSize = r.ImageSize |> Option.orElse (from (fun c -> c.ImageSize)) |> Option.defaultValue source.Checkpoint.Config.ImageSize
               Tasks = tasks
               Scenario = scenario
+              Split = split
               ClassOrder =
                 match r.ClassOrder, b with
                 | Some order, _ -> order
                 | None, Some c when r.Seed.IsNone -> c.ClassOrder
-                | None, _ -> Shuffled seed
+                // the reference's own rule for its split (CODA-Prompt's lists, LAMDA-PILOT's releases), else ours
+                | None, _ ->
+                    benchmark.ReferenceOrder (Benchmarks.splitOf benchmark split data) seed
+                    |> Option.defaultValue (Shuffled seed)
               TrainPerClass = r.TrainPerClass |> Option.orElse (b |> Option.bind (fun c -> c.TrainPerClass))
               TestPerClass = r.TestPerClass |> Option.orElse (b |> Option.bind (fun c -> c.TestPerClass))
               Normalisation = r.Normalisation |> Option.orElse (from (fun c -> c.Normalisation)) |> Option.defaultValue Normalised

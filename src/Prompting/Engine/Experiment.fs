@@ -38,7 +38,8 @@ module Experiment =
     let validate (run: PreparedRun) =
         let c = run.Config
         let recipe = c.Method.Recipe
-        Benchmarks.find c.Benchmark |> ignore
+        let benchmark = Benchmarks.find c.Benchmark
+        c.Split |> Option.iter (Benchmarks.checkSplitName benchmark >> ignore)
         if c.Tasks < 1 then Errors.fail "--tasks %d: must be at least 1" c.Tasks
         if c.Scenario = Joint && c.Tasks <> 1 then Errors.fail "joint training is one task, but --tasks is %d" c.Tasks
         if recipe.Epochs < 1 then Errors.fail "--epochs %d: must be at least 1" recipe.Epochs
@@ -76,7 +77,9 @@ module Experiment =
         let benchmark = Benchmarks.find c.Benchmark
         let options = { SkipCorrupt = c.SkipCorrupt }
         match benchmark.Kind with
-        | ClassSplit read -> read c.Data options reportSkipped |> subset c |> Scenario.build c.Scenario c.Tasks c.ClassOrder
+        | ClassSplit _ ->
+            let split = Benchmarks.splitOf benchmark c.Split c.Data
+            Benchmarks.read benchmark c.Data split options reportSkipped |> subset c |> Scenario.build c.Scenario c.Tasks c.ClassOrder
         | DomainFolders ->
             if c.Scenario <> DomainIncremental then Errors.fail "%s: use --scenario domain (one task per domain)" benchmark.Name
             let domains =
@@ -86,8 +89,8 @@ module Experiment =
             if domains.Length <> c.Tasks then
                 Errors.fail "%s: %d domain directories but --tasks %d" benchmark.Name domains.Length c.Tasks
             Scenario.ofDomains domains
-        | DatasetSequence ->
-            [ for name, path in Benchmarks.sequenceParts c.Data -> Benchmarks.loadNamed name path c.SkipCorrupt reportSkipped |> subset c ]
+        | DatasetSequence _ ->
+            [ for name, path in Benchmarks.sequenceParts benchmark c.Data -> Benchmarks.loadNamed name path c.SkipCorrupt reportSkipped |> subset c ]
             |> Scenario.ofDatasets
 
     /// Decoding and augmentation through the parallel loader, with the backbone's preprocessing and

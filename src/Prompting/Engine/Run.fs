@@ -175,6 +175,20 @@ module Run =
 
     let private recordedJson (run: PreparedRun) = Json.serialize (record run)
 
+    /// A config.json from before runs recorded their split gets the split its benchmark made then,
+    /// so that resuming it with the same options is no difference.
+    let private withUnrecordedSplit (path: string) (json: string) =
+        let o = parseObject path json
+        match o["Config"] with
+        | :? Text.Json.Nodes.JsonObject as c when not (c.ContainsKey "Split") ->
+            let benchmark = c["Benchmark"] |> Option.ofObj |> Option.map (fun b -> b.GetValue<string>())
+            let data = c["Data"] |> Option.ofObj |> Option.map (fun d -> d.GetValue<string>())
+            match benchmark |> Option.bind (fun name -> Benchmarks.all |> List.tryFind (fun b -> b.Name = name)) with
+            | Some b -> c["Split"] <- Text.Json.Nodes.JsonValue.Create(b.UnrecordedSplit data)
+            | None -> ()
+            o.ToJsonString(Json.options)
+        | _ -> json
+
     /// Configuration changes a resume accepts: adding --skip-corrupt only leaves out images that
     /// no longer decode (every image is checked before the first step, so none was trained on).
     let resumeAllows (difference: string) = difference = "Config.SkipCorrupt: false -> true"
@@ -187,7 +201,7 @@ module Run =
     /// The differences to the directory's recorded configuration, after refusing those not accepted.
     let private differences (run: PreparedRun) (dir: string) (json: string) =
         if File.Exists(configFile dir) then
-            let existing = upgrade (configFile dir) (File.ReadAllText(configFile dir))
+            let existing = upgrade (configFile dir) (File.ReadAllText(configFile dir)) |> withUnrecordedSplit (configFile dir)
             let diffs = Json.differences existing json
             match diffs |> List.filter (acceptable run >> not) with
             | [] -> diffs

@@ -22,6 +22,55 @@ type Scenario =
       Layout: TaskLayout
       Tasks: TaskData[] }
 
+/// Class orders by name, as `--class-order` and the scripts take them.
+[<RequireQualifiedAccess; CompilationRepresentation(CompilationRepresentationFlags.ModuleSuffix)>]
+module ClassOrder =
+    let private seedOf (text: string) (prefix: string) (what: string) =
+        match System.Int32.TryParse(text.Substring prefix.Length) with
+        | true, k when k >= 0 -> k
+        | _ -> Errors.fail "--class-order %s: expected %sK with K a non-negative integer (%s)" text prefix what
+
+    /// The names: natural; seed:K (our seeded shuffle); pilot-K or numpy:K (LAMDA-PILOT's
+    /// `np.random.seed(K); np.random.permutation(n)`, pilot-1993 being its default); coda-K
+    /// (CODA-Prompt's repeat K: the split file's order for K = 0, else `random.seed(K);
+    /// random.shuffle`); python:K (`random.seed(K); random.shuffle` for any K); or a file of
+    /// class indices, one per line.
+    let parse (text: string) =
+        let text = text.Trim()
+        match text.ToLowerInvariant() with
+        | "natural" -> Natural
+        | t when t.StartsWith "seed:" ->
+            match System.Int32.TryParse(text.Substring 5) with
+            | true, k -> Shuffled k
+            | _ -> Errors.fail "--class-order %s: expected seed:K" text
+        | t when t.StartsWith "pilot-" -> NumpyPermutation(seedOf text "pilot-" "LAMDA-PILOT's NumPy permutation")
+        | t when t.StartsWith "numpy:" -> NumpyPermutation(seedOf text "numpy:" "NumPy's seeded permutation")
+        | t when t.StartsWith "coda-" ->
+            match seedOf text "coda-" "CODA-Prompt's repeat seed" with
+            | 0 -> Natural
+            | k -> PythonShuffle k
+        | t when t.StartsWith "python:" -> PythonShuffle(seedOf text "python:" "CPython's random.shuffle")
+        | _ ->
+            if not (System.IO.File.Exists text) then
+                Errors.fail "--class-order %s: not natural, seed:K, pilot-K, numpy:K, coda-K, python:K or an existing file" text
+            let numbers =
+                System.IO.File.ReadAllLines text
+                |> Array.filter (fun l -> l.Trim() <> "")
+                |> Array.map (fun l ->
+                    match System.Int32.TryParse(l.Trim()) with
+                    | true, v -> v
+                    | _ -> Errors.fail "%s: class order lines must be integers, found '%s'" text (l.Trim()))
+            Given(List.ofArray numbers)
+
+    /// The name `parse` reads back (a Given order is shown as its list).
+    let name (order: ClassOrder) =
+        match order with
+        | Natural -> "natural"
+        | Shuffled k -> sprintf "seed:%d" k
+        | NumpyPermutation k -> sprintf "pilot-%d" k
+        | PythonShuffle k -> sprintf "python:%d" k
+        | Given order -> sprintf "given [%s]" (order |> List.map string |> String.concat ",")
+
 module Scenario =
     /// The order in which classes are assigned to tasks.
     let classOrder (order: ClassOrder) (classes: int) =
@@ -42,6 +91,8 @@ module Scenario =
             if Array.sort a <> [| 0 .. classes - 1 |] then
                 Errors.fail "class order: expected a permutation of 0..%d, got %d entries" (classes - 1) a.Length
             a
+        | NumpyPermutation seed -> NumpyRandom.permutation (int64 seed) classes
+        | PythonShuffle seed -> PythonRandom.shuffled (int64 seed) classes
 
     /// Splits a dataset into tasks over disjoint classes (class- or task-incremental, or joint).
     let build (kind: ScenarioKind) (tasks: int) (order: ClassOrder) (dataset: Dataset) =
