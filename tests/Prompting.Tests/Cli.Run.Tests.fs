@@ -18,7 +18,7 @@ let cliDll =
     Path.Combine(root, "src", "Prompting.Cli", "bin", config, "net10.0", "prompting.dll")
 
 /// 4 classes × (8 train + 4 test) 16×16 BMPs, each class its own colour with a little noise.
-let private writeBenchmark (dir: string) =
+let writeBenchmark (dir: string) =
     let colours = [| 220, 30, 30; 30, 200, 40; 40, 50, 230; 210, 210, 40 |]
     for c in 0 .. colours.Length - 1 do
         let r, g, b = colours[c]

@@ -35,18 +35,8 @@ let runIn (workDir: string) (env: (string * string) list) (program: string) (arg
 /// The CLI in a child process with extra environment variables.
 let runCliEnv (env: (string * string) list) (args: string list) = runIn Environment.CurrentDirectory env dotnet (cliDll :: args)
 
-/// 4 classes × (8 train + 4 test) 16×16 BMPs, each class its own colour with a little noise.
-let private writeBenchmark (dir: string) =
-    let colours = [| 220, 30, 30; 30, 200, 40; 40, 50, 230; 210, 210, 40 |]
-    for c in 0 .. colours.Length - 1 do
-        let r, g, b = colours[c]
-        for split, count in [ "train", 8; "test", 4 ] do
-            for i in 0 .. count - 1 do
-                let jitter x y = (x * 7 + y * 13 + i * 29 + c * 3) % 31 - 15
-                let clamp v = byte (max 0 (min 255 v))
-                Cli.writeBmp (Path.Combine(dir, split, sprintf "class%d" c, sprintf "img%02d.bmp" i)) 16 16 (fun x y ->
-                    clamp (r + jitter x y), clamp (g + jitter y x), clamp (b - jitter x y))
-    dir
+/// The benchmark of the CLI run tests (4 classes × (8 train + 4 test) 16×16 BMPs).
+let private writeBenchmark (dir: string) = CliRun.writeBenchmark dir
 
 /// The tiny benchmark and a tiny random checkpoint (made by `prompting create`), absolute paths.
 let inputs =
