@@ -165,7 +165,7 @@ let tests =
                   let clock = Stopwatch.StartNew()
                   while not p.HasExited && position () = start && clock.Elapsed < TimeSpan.FromMinutes 2.0 do
                       Threading.Thread.Sleep 10
-                  if kills < 12 && not (p.WaitForExit(rng.Next(0, 200))) then
+                  if kills < 12 && not (p.WaitForExit(rng.Next(0, 25))) then
                       p.Kill true
                       p.WaitForExit()
                       kills <- kills + 1

@@ -126,7 +126,8 @@ let private progress (tasks: int) =
       EpochState = None
       EpochOptimizers = []
       GcRegionOverruns = None
-      GcUnguardedSteps = None }
+      GcUnguardedSteps = None
+      ValidationEvaluations = None }
 
 [<Tests>]
 let tests =

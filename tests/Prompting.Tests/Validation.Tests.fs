@@ -59,12 +59,22 @@ let tests =
                   expectMessage message [ "--validation"; "between 0 and 1" ] (string bad)
           }
 
-          test "run --validation trains on the rest of the training data, evaluates on the held-out part, records it" {
+          test "run --validation trains on the rest of the training data, reports the held-out part beside the test split, records it" {
               let out = Path.Combine(tempDir (), "run")
               let code, stdout, err = runCliEnv oneThread ([ "run"; "--method"; "linear"; "--validation"; "0.25"; "--out"; out ] @ runOptions ())
               Expect.equal code 0 (err + stdout)
               // 8 training images per class: 2 held out; 2 classes per task.
-              Expect.stringContains (File.ReadAllText(Path.Combine(out, "log.txt"))) "2 classes, 12 train and 4 test images" "held out, not the test split"
+              Expect.stringContains (File.ReadAllText(Path.Combine(out, "log.txt"))) "2 classes, 12 train, 4 validation and 8 test images" "held out of training, beside the test split"
+              let validation = Metrics.readJson (Path.Combine(out, "validation-metrics.json"))
+              let test = Metrics.readJson (Path.Combine(out, "metrics.json"))
+              Expect.equal validation.ClassIncremental.Matrix.Length 2 "validation accuracy after each task"
+              Expect.equal test.ClassIncremental.Matrix.Length 2 "test accuracy after each task"
+              use progress = JsonDocument.Parse(File.ReadAllText(Path.Combine(out, "progress.json")))
+              let rows = progress.RootElement.GetProperty "ValidationEvaluations"
+              Expect.equal (rows.GetArrayLength()) 2 "a validation row per task in progress.json"
+              let recorded = ((rows.Item 1).Item 1).GetProperty("ClassIncremental").GetDouble()
+              let expected = validation.ClassIncremental.Matrix.[1].[1]
+              Expect.floatClose Accuracy.veryHigh recorded expected "the same values"
               Expect.equal (json (Path.Combine(out, "config.json")) [ "Config"; "Validation" ]) "0.25" "recorded"
               Cli.expectOneLineError ([ "run"; "--method"; "linear"; "--validation"; "1.5"; "--out"; Path.Combine(tempDir (), "bad") ] @ runOptions ())
                   [ "--validation 1.5"; "between 0 and 1" ] |> ignore
@@ -82,14 +92,14 @@ let tests =
               Expect.equal validationRuns.Length 8 "2 methods x 2 values x 2 seeds on validation data"
               for run in validationRuns do
                   Expect.equal (json (Path.Combine(selection, "runs", run, "config.json")) [ "Config"; "Validation" ]) "0.25" (run + ": held out")
-                  Expect.stringContains (File.ReadAllText(Path.Combine(selection, "runs", run, "log.txt"))) "12 train and 4 test images" (run + ": on validation data")
+                  Expect.stringContains (File.ReadAllText(Path.Combine(selection, "runs", run, "log.txt"))) "12 train, 4 validation and 8 test images" (run + ": validation data held out")
               use choice = JsonDocument.Parse(File.ReadAllText(Path.Combine(sweep, "selection.json")))
               for m in [ "linear"; "bias" ] do
                   let entry = choice.RootElement.GetProperty("methods").GetProperty(m)
                   let chosen = entry.GetProperty("chosen").GetString()
                   let mean (group: string) =
                       [ for s in [ 0; 1 ] ->
-                            (Metrics.readJson (Path.Combine(selection, "runs", sprintf "%s-s%d" group s, "metrics.json"))).ClassIncremental.FinalAverageAccuracy ]
+                            (Metrics.readJson (Path.Combine(selection, "runs", sprintf "%s-s%d" group s, "validation-metrics.json"))).ClassIncremental.FinalAverageAccuracy ]
                       |> List.average
                   let scores = [ for g in entry.GetProperty("scores").EnumerateArray() -> g.GetProperty("group").GetString(), g.GetProperty("validation_final_average_accuracy").GetDouble() ]
                   for g, score in scores do Expect.floatClose Accuracy.veryHigh score (mean g) (g + ": the validation runs' mean A_N")

@@ -120,7 +120,7 @@ module Ours =
             else [], []
         // Inference: the evaluation loop, warm-up batches then each repeat's batches.
         let task =
-            { Index = r.Task; Classes = [| first .. first + TaskLayout.count layout r.Task - 1 |]; Train = [||]; Test = [||] }
+            { Index = r.Task; Classes = [| first .. first + TaskLayout.count layout r.Task - 1 |]; Train = [||]; Test = [||]; Validation = [||] }
         let evaluate count =
             Evaluate.evaluateTask model device task (Seq.init count (batchOf r pixels labels)) |> ignore
         evaluate r.Warmup

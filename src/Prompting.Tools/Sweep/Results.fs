@@ -68,10 +68,11 @@ module Results =
             Some(doc.RootElement.Clone())
         with _ -> None
 
-    /// A finished point's results from its run directory (metrics.json, progress.json, config.json).
-    let read (dir: string) (p: SweepPoint) : PointResult option =
+    /// A finished point's results from its run directory (metrics file `metricsName`, progress.json,
+    /// config.json).
+    let readFrom (metricsName: string) (dir: string) (p: SweepPoint) : PointResult option =
         let run = Layout.runDir dir p.Name
-        let metricsPath = Path.Combine(run, "metrics.json")
+        let metricsPath = Path.Combine(run, metricsName)
         match json (Path.Combine(run, "progress.json")), json (Path.Combine(run, "config.json")) with
         | Some progress, Some config when File.Exists metricsPath ->
             let metrics = Metrics.readJson metricsPath
@@ -104,6 +105,12 @@ module Results =
                       summary.TrainSeconds
                       float summary.PeakMemoryBytes / (1024.0 * 1024.0) ] }
         | _ -> None
+
+    /// A finished point's test results.
+    let read (dir: string) (p: SweepPoint) = readFrom "metrics.json" dir p
+
+    /// A finished `--validation` point's results on its held-out validation data.
+    let readValidation (dir: string) (p: SweepPoint) = readFrom "validation-metrics.json" dir p
 
     /// Groups the points (in sweep order) and summarises each group over its finished seeds.
     let aggregate (points: SweepPoint list) (results: PointResult list) : GroupResult list =

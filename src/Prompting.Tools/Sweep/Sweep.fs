@@ -192,7 +192,7 @@ module Selection =
         if options.NoWait && options.Executor = SlurmExecutor
            && not (validationPoints |> List.forall (fun p -> State.finished selection p.Name)) then code
         else
-            let results = validationPoints |> List.choose (Results.read selection)
+            let results = validationPoints |> List.choose (Results.readValidation selection)
             let choices = choose (Results.aggregate validationPoints results)
             writeChoice dir fraction choices
             for m, best, _ in choices do

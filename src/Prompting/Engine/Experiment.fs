@@ -33,6 +33,8 @@ type ReopenedRun =
 module Experiment =
     let metricsFile dir = Path.Combine(dir, "metrics.json")
     let reportFile dir = Path.Combine(dir, "report.html")
+    /// The metrics on the held-out validation data of a `--validation` run.
+    let validationMetricsFile dir = Path.Combine(dir, "validation-metrics.json")
 
     /// Validates what can be checked before any data is read.
     let validate (run: PreparedRun) =
@@ -61,19 +63,18 @@ module Experiment =
         | None -> ()
 
     let private subset (c: RunConfig) (d: Dataset) =
-        let d =
-            match c.TrainPerClass, c.TestPerClass with
-            | None, None -> d
-            | train, test -> Dataset.subset c.Seed (defaultArg train Int32.MaxValue) (defaultArg test Int32.MaxValue) d
-        Validation.holdOut c.Validation c.Seed d
+        match c.TrainPerClass, c.TestPerClass with
+        | None, None -> d
+        | train, test -> Dataset.subset c.Seed (defaultArg train Int32.MaxValue) (defaultArg test Int32.MaxValue) d
 
-    /// Reads the benchmark's data and splits it into tasks, as the benchmark's kind says.
-    let scenario (c: RunConfig) (log: string -> unit) =
+    /// Reads the benchmark's data, applies the subsets and then `split` to each dataset, and splits
+    /// it into tasks, as the benchmark's kind says.
+    let private scenarioWith (split: Dataset -> Dataset) (c: RunConfig) (log: string -> unit) =
         let reportSkipped (skipped: Skipped list) =
             if not skipped.IsEmpty then
                 log (sprintf "skipped %d unreadable files (--skip-corrupt), e.g. %s: %s" skipped.Length skipped.Head.Path skipped.Head.Reason)
         // Every image of the subset decoded once before any work (cached; Data.ImageCheck).
-        let subset c d = subset c d |> ImageCheck.dataset { CacheFile = Some(ImageCheck.defaultCacheFile c.Data); SkipCorrupt = c.SkipCorrupt } reportSkipped
+        let subset c d = subset c d |> split |> ImageCheck.dataset { CacheFile = Some(ImageCheck.defaultCacheFile c.Data); SkipCorrupt = c.SkipCorrupt } reportSkipped
         let benchmark = Benchmarks.find c.Benchmark
         let options = { SkipCorrupt = c.SkipCorrupt }
         match benchmark.Kind with
@@ -92,6 +93,17 @@ module Experiment =
         | DatasetSequence _ ->
             [ for name, path in Benchmarks.sequenceParts benchmark c.Data -> Benchmarks.loadNamed name path c.SkipCorrupt reportSkipped |> subset c ]
             |> Scenario.ofDatasets
+
+    /// Reads the benchmark's data and splits it into tasks. With `--validation F` the tasks train
+    /// on the training data less a seeded held-out fraction, on which they are also evaluated,
+    /// beside the test split (Data.Validation).
+    let scenario (c: RunConfig) (log: string -> unit) =
+        match c.Validation with
+        | None -> scenarioWith id c log
+        | Some fraction ->
+            let onTest = scenarioWith (fun d -> { d with Train = fst (Validation.split fraction c.Seed d.Train) }) c log
+            let onValidation = scenarioWith (Validation.holdOut c.Validation c.Seed) c ignore
+            Scenario.withValidation onValidation onTest
 
     /// Decoding and augmentation through the parallel loader, with the backbone's preprocessing and
     /// the recipe's batch size and drop-last rule.
@@ -134,6 +146,10 @@ module Experiment =
             let s = summary recorded progress
             Metrics.writeJson (metricsFile dir) s.Metrics
             Metrics.writeCsv (Path.Combine(dir, "metrics.csv")) (Path.Combine(dir, "summary.csv")) s.Metrics
+            match progress.ValidationEvaluations with
+            | Some rows when not rows.IsEmpty ->
+                Metrics.writeJson (validationMetricsFile dir) (Metrics.ofEvaluations (rows |> List.map Array.ofList |> Array.ofList))
+            | _ -> ()
             presentation.AfterTask dir s
 
     /// The run itself, once `dir` is locked.

@@ -28,7 +28,9 @@ type RunProgress =
       /// allocated more than its budget, over all sessions of the run (absent in older runs).
       GcRegionOverruns: int64 option
       /// Steps that ran without the guard because the runtime refused to start one.
-      GcUnguardedSteps: int64 option }
+      GcUnguardedSteps: int64 option
+      /// Row i: the evaluation on every task j <= i's held-out validation data (`--validation`).
+      ValidationEvaluations: Evaluation list list option }
 
 /// How a run gets batches: the engine stays independent of decoding and augmentation.
 type BatchProvider =
@@ -146,6 +148,10 @@ module Run =
             Errors.fail "%s: EpochsDone %d is outside 0..%d" file p.EpochsDone config.Method.Recipe.Epochs
         if p.Evaluations.Length <> p.CompletedTasks then
             Errors.fail "%s: %d rows of evaluations for %d completed tasks" file p.Evaluations.Length p.CompletedTasks
+        match p.ValidationEvaluations with
+        | Some rows when isNull (box rows) || rows.Length <> p.CompletedTasks ->
+            Errors.fail "%s: the validation evaluations do not have a row per completed task" file
+        | _ -> ()
         let names = [ for s in Option.toList p.EpochState -> "EpochState", s ] @ [ for o in p.EpochOptimizers -> "EpochOptimizers", o ]
         for field, name in names do
             if isNull name || not (epochFile.IsMatch name) then
@@ -162,7 +168,7 @@ module Run =
     let private emptyProgress =
         { CompletedTasks = 0; EpochsDone = 0; Evaluations = []; EpochLosses = []
           TrainSeconds = 0.0; PeakMemoryBytes = 0L; TrainableParameters = 0L; EpochState = None; EpochOptimizers = []
-          GcRegionOverruns = None; GcUnguardedSteps = None }
+          GcRegionOverruns = None; GcUnguardedSteps = None; ValidationEvaluations = None }
 
     let private writeText path (text: string) = Files.writeAtomic path (fun tmp -> File.WriteAllText(tmp, text))
 
@@ -317,7 +323,10 @@ module Run =
                     torch.manual_seed (seedFor config t -1) |> ignore
                     model.BeginTask t
                     0
-            log (sprintf "task %d/%d: %d classes, %d train and %d test images" (t + 1) tasks task.Classes.Length task.Train.Length task.Test.Length)
+            if task.Validation.Length > 0 then
+                log (sprintf "task %d/%d: %d classes, %d train, %d validation and %d test images" (t + 1) tasks task.Classes.Length task.Train.Length task.Validation.Length task.Test.Length)
+            else
+                log (sprintf "task %d/%d: %d classes, %d train and %d test images" (t + 1) tasks task.Classes.Length task.Train.Length task.Test.Length)
             let restore (optimizers: torch.optim.Optimizer list) =
                 if firstEpoch > 0 && progress.EpochOptimizers.Length = optimizers.Length then
                     for o, f in List.zip optimizers progress.EpochOptimizers do
@@ -375,6 +384,10 @@ module Run =
             | state -> ExactFile.write (lifecycleFile dir t) state
             TrainableState.save (taskStateFile dir t) model
             let results = [ for j in 0 .. t -> Evaluate.evaluateTask model device scenario.Tasks[j] (batches.Eval scenario.Tasks[j].Test) ]
+            let validation =
+                if scenario.Tasks |> Array.exists (fun task -> task.Validation.Length > 0) then
+                    Some [ for j in 0 .. t -> Evaluate.evaluateTask model device scenario.Tasks[j] (batches.Eval scenario.Tasks[j].Validation) ]
+                else None
             let row (f: Evaluation -> float) = results |> List.map f
             let leftovers = progress.EpochState :: (progress.EpochOptimizers |> List.map Some) |> List.choose id
             progress <-
@@ -384,6 +397,8 @@ module Run =
                     EpochState = None
                     EpochOptimizers = []
                     Evaluations = progress.Evaluations @ [ results ]
+                    ValidationEvaluations =
+                        validation |> Option.map (fun row -> defaultArg progress.ValidationEvaluations [] @ [ row ])
                     TrainSeconds = progress.TrainSeconds + clock.Elapsed.TotalSeconds
                     PeakMemoryBytes = peakMemory progress }
                 |> withGuardCounts

@@ -11,7 +11,9 @@ type TaskData =
       /// Remapped labels of this task's classes.
       Classes: int[]
       Train: Sample[]
-      Test: Sample[] }
+      Test: Sample[]
+      /// Held out of the training data for choosing hyperparameters (`--validation`); empty without.
+      Validation: Sample[] }
 
 /// A sequence of tasks with labels remapped so that task t owns a contiguous block of classes.
 [<NoEquality; NoComparison>]
@@ -116,7 +118,8 @@ module Scenario =
             { Index = t
               Classes = [| first .. first + count - 1 |]
               Train = train |> Array.filter inTask
-              Test = test |> Array.filter inTask }
+              Test = test |> Array.filter inTask
+              Validation = [||] }
         { Kind = kind
           ClassNames = perm |> Array.map (fun original -> dataset.ClassNames[original])
           Layout = layout
@@ -137,7 +140,8 @@ module Scenario =
                 { Index = t
                   Classes = [| offset .. offset + d.ClassNames.Length - 1 |]
                   Train = shift offset d.Train
-                  Test = shift offset d.Test })
+                  Test = shift offset d.Test
+                  Validation = [||] })
             |> Array.ofList }
 
     /// Domain-incremental: each dataset is a domain (one task) over the same classes.
@@ -155,5 +159,12 @@ module Scenario =
               Layout = TaskLayout.domains domains.Length classes
               Tasks =
                 domains
-                |> List.mapi (fun t d -> { Index = t; Classes = [| 0 .. classes - 1 |]; Train = d.Train; Test = d.Test })
+                |> List.mapi (fun t d -> { Index = t; Classes = [| 0 .. classes - 1 |]; Train = d.Train; Test = d.Test; Validation = [||] })
                 |> Array.ofList }
+
+    /// The tasks of `onTest` with, as their validation samples, the test samples of the same tasks
+    /// of `onValidation` (the same data and class order, whose test split is the held-out part).
+    let withValidation (onValidation: Scenario) (onTest: Scenario) =
+        if onValidation.Tasks.Length <> onTest.Tasks.Length || onValidation.ClassNames <> onTest.ClassNames then
+            Errors.fail "validation: the held-out scenario does not match the test scenario"
+        { onTest with Tasks = Array.map2 (fun (t: TaskData) (v: TaskData) -> { t with Validation = v.Test }) onTest.Tasks onValidation.Tasks }
