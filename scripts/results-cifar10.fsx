@@ -5,9 +5,9 @@
 //   dotnet fsi scripts/results-cifar10.fsx                # defaults below, ../shared data and weights
 //   dotnet fsi scripts/results-cifar10.fsx -- --help
 //
-// Each (method, seed) runs as its own `prompting run` process so that its peak memory is its own and a
-// failed run does not stop the others; an existing run directory is resumed (or reused when finished),
-// so an interrupted sweep continues where it stopped.
+// The grid is a sweep definition (`definition` below; the default one is scripts/results-cifar10.sweep.json)
+// run by `prompting sweep`: each (method, seed) is its own `prompting run` process in DIR/runs/<method>-s<seed>,
+// so that its peak memory is its own; an interrupted sweep continues where it stopped.
 #load "Prompting.fsx"
 
 open System
@@ -72,7 +72,7 @@ let usage () =
     printfn "  --batch-size N          (default %d)" defaults.BatchSize
     printfn "  --query-depth K         query after K blocks of the un-prompted backbone (default: all);"
     printfn "                          passed to every run, methods without a query pass ignore it"
-    printfn "  --markdown FILE         also write the table as Markdown (default OUT/results.md)"
+    printfn "  --markdown FILE         also write the table as Markdown (default OUT/table.md; the sweep writes OUT/results.md)"
 
 let parse (argv: string list) =
     let positive name (v: string) =
@@ -127,38 +127,53 @@ let learningRate (methodName: string) (batchSize: int) =
     if recipe.ScaleByBatch then recipe.LearningRate * float referenceBatch / float batchSize
     else recipe.LearningRate
 
-/// The `prompting run` arguments of one (method, seed).
-let runArguments (o: Options) (methodName: string) (seed: int) (dir: string) =
-    [ "run"; "--lr"; (learningRate methodName o.BatchSize).ToString("R", Globalization.CultureInfo.InvariantCulture)
-      "--method"; methodName; "--benchmark"; "cifar10"; "--data"; o.Data; "--checkpoint"; o.Checkpoint
+/// The options of `prompting run` every point shares.
+let sharedRunOptions (o: Options) =
+    [ "--benchmark"; "cifar10"; "--data"; o.Data; "--checkpoint"; o.Checkpoint
       "--image-size"; string o.ImageSize; "--train-per-class"; string o.TrainPerClass
       "--test-per-class"; string o.TestPerClass; "--epochs"; string o.Epochs; "--batch-size"; string o.BatchSize
-      "--seed"; string seed; "--device"; "cpu"; "--out"; dir ]
-    @ (if methodName = "joint" then [ "--scenario"; "joint" ] else [])
+      "--device"; "cpu" ]
     @ (match o.QueryDepth with Some k -> [ "--query-depth"; string k ] | None -> [])
 
-/// Runs one (method, seed) as a child process; its output goes to DIR/output.txt.
-let private runOne (o: Options) (methodName: string) (seed: int) =
-    let dir = Path.Combine(o.Out, sprintf "%s-s%d" methodName seed)
-    Directory.CreateDirectory dir |> ignore
-    let start = ProcessStartInfo("dotnet", [ cli ] @ runArguments o methodName seed dir)
-    start.UseShellExecute <- false
-    start.RedirectStandardOutput <- true
-    start.RedirectStandardError <- true
-    let output = Path.Combine(dir, "output.txt")
-    use writer = new StreamWriter(output, append = true)
-    use p = new Process(StartInfo = start)
-    let write (e: DataReceivedEventArgs) = if not (isNull e.Data) then lock writer (fun () -> writer.WriteLine e.Data)
-    p.OutputDataReceived.Add write
-    p.ErrorDataReceived.Add write
-    p.Start() |> ignore
-    p.BeginOutputReadLine()
-    p.BeginErrorReadLine()
-    p.WaitForExit()
-    writer.Flush()
-    if p.ExitCode <> 0 then
-        Errors.fail "%s (seed %d) failed with exit code %d; its output is in %s" methodName seed p.ExitCode output
-    dir
+/// The sweep definition of these options (the format of `prompting sweep --file`, see docs/sweeps.md):
+/// the shared run options, each method's own learning rate (and --scenario joint for the joint
+/// bound), the seeds. `scripts/results-cifar10.sweep.json` is the default one written out.
+let definition (o: Options) =
+    let strings (xs: string list) = Text.Json.Nodes.JsonArray([| for x in xs -> Text.Json.Nodes.JsonValue.Create x :> Text.Json.Nodes.JsonNode |])
+    let methodNode (m: string) =
+        let options =
+            [ "--lr"; (learningRate m o.BatchSize).ToString("R", Globalization.CultureInfo.InvariantCulture) ]
+            @ (if m = "joint" then [ "--scenario"; "joint" ] else [])
+        let node = Text.Json.Nodes.JsonObject()
+        node["name"] <- Text.Json.Nodes.JsonValue.Create m
+        node["run"] <- strings options
+        node :> Text.Json.Nodes.JsonNode
+    let root = Text.Json.Nodes.JsonObject()
+    root["run"] <- strings (sharedRunOptions o)
+    root["methods"] <- Text.Json.Nodes.JsonArray([| for m in o.Methods -> methodNode m |])
+    root["seeds"] <- Text.Json.Nodes.JsonArray([| for s in o.Seeds -> Text.Json.Nodes.JsonValue.Create s :> Text.Json.Nodes.JsonNode |])
+    root.ToJsonString(Text.Json.JsonSerializerOptions(WriteIndented = true))
+
+/// Runs the definition with `prompting sweep` (one point at a time, so each run's time and peak
+/// memory are its own); its output goes to this script's output. The sweep resumes an interrupted
+/// run and skips finished ones.
+let private runSweep (o: Options) =
+    // Written beside the sweep first (the sweep takes only a new, empty or earlier sweep directory),
+    // then kept in it.
+    let file = Path.Combine(Path.GetTempPath(), sprintf "results-cifar10-%s.sweep.json" (Guid.NewGuid().ToString "N"))
+    File.WriteAllText(file, definition o)
+    try
+        let start = ProcessStartInfo("dotnet", [ cli; "sweep"; "--file"; file; "--out"; o.Out; "--parallel"; "1" ])
+        start.UseShellExecute <- false
+        use p = Process.Start start
+        p.WaitForExit()
+        if p.ExitCode <> 0 then
+            Errors.fail "the sweep in %s failed (exit code %d); `prompting sweep status %s` lists its points" o.Out p.ExitCode o.Out
+        File.Copy(file, Path.Combine(o.Out, "sweep-definition.json"), true)
+    finally
+        try File.Delete file with _ -> ()
+    [ for m in o.Methods do
+          for seed in o.Seeds -> Path.Combine(o.Out, "runs", sprintf "%s-s%d" m seed) ]
 
 /// A finished run directory as the report sees it (the run's own recorded peak memory and time).
 let private summaryOf (dir: string) = Experiment.summaryOf dir
@@ -185,14 +200,7 @@ let sweep (argv: string list) =
     if not (File.Exists cli) then Errors.fail "%s not found: run `dotnet fsi build.fsx build` first" cli
     Directory.CreateDirectory o.Out |> ignore
     let clock = Stopwatch.StartNew()
-    let total = o.Methods.Length * o.Seeds.Length
-    let dirs =
-        [ for i, (methodName, seed) in List.indexed [ for m in o.Methods do for s in o.Seeds -> m, s ] do
-              printf "[%d/%d, %s elapsed] %s, seed %d: " (i + 1) total (Report.formatDuration clock.Elapsed.TotalSeconds) methodName seed
-              let dir = runOne o methodName seed
-              let m = (summaryOf dir).Metrics.ClassIncremental
-              printfn "A_N %.2f, F_N %.2f" m.FinalAverageAccuracy m.Forgetting
-              dir ]
+    let dirs = runSweep o
     let summaries = dirs |> List.map summaryOf
     let table = Report.markdownTable header (tableRows summaries)
     let command = "dotnet fsi scripts/results-cifar10.fsx -- " + String.Join(" ", argv)
@@ -205,7 +213,8 @@ let sweep (argv: string list) =
             (Path.GetFileName o.Checkpoint) o.ImageSize o.TrainPerClass o.TestPerClass o.Epochs o.BatchSize referenceBatch queryDepth
             (String.Join(",", o.Seeds)) Environment.ProcessorCount table (Report.formatDuration clock.Elapsed.TotalSeconds)
     printfn "\n%s" text
-    let markdown = o.Markdown |> Option.defaultValue (Path.Combine(o.Out, "results.md"))
+    // The sweep writes its own results.md (mean, std and 95 % CI per method); this is the table of docs/results.md.
+    let markdown = o.Markdown |> Option.defaultValue (Path.Combine(o.Out, "table.md"))
     Files.writeAtomic markdown (fun tmp -> File.WriteAllText(tmp, sprintf "command: `%s`\n\n%s" command text))
     let report = Path.Combine(o.Out, "comparison.html")
     Report.writeComparison report summaries

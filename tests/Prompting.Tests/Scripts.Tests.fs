@@ -91,9 +91,11 @@ let tests =
               let code, stdout, err, out = runScript [ "--query-depth"; "2" ]
               Expect.equal code 0 (stdout + err)
               Expect.stringContains stdout "query after 2 blocks" "the printed description"
-              Expect.stringContains (File.ReadAllText(Path.Combine(out, "results.md"))) "query after 2 blocks" "results.md"
+              Expect.stringContains (File.ReadAllText(Path.Combine(out, "table.md"))) "query after 2 blocks" "table.md"
+              Expect.isTrue (File.Exists(Path.Combine(out, "results.md"))) "the sweep's own results"
+              Expect.isTrue (File.Exists(Path.Combine(out, "sweep-definition.json"))) "run as a sweep definition"
               for m in [ "l2p"; "simplecil" ] do
-                  use config = JsonDocument.Parse(File.ReadAllText(Path.Combine(out, sprintf "%s-s0" m, "config.json")))
+                  use config = JsonDocument.Parse(File.ReadAllText(Path.Combine(out, "runs", sprintf "%s-s0" m, "config.json")))
                   let recorded = config.RootElement.GetProperty("Config").GetProperty("Method").GetProperty("QueryDepth")
                   Expect.equal (recorded.GetInt32()) 2 (sprintf "%s: prompting run got --query-depth 2" m)
           } ]
