@@ -109,7 +109,10 @@ let private backboneTrains (m: Method) (name: string) =
 /// adapter, and the head unless it is SimpleCIL's (which has no parameters).
 let private shouldTrain (m: Method) (name: string) =
     if name.StartsWith "backbone." then backboneTrains m (name.Substring "backbone.".Length)
-    else name.StartsWith "prompts." || name.StartsWith "adapters." || (name.StartsWith "head." && m.Head <> PrototypeHead)
+    elif name.StartsWith "pretrained." then false
+    else
+        [ "prompts."; "adapters."; "parallel_adapters."; "ssf." ] |> List.exists name.StartsWith
+        || (name.StartsWith "head." && m.Head <> PrototypeHead)
 
 let private layerCount (g: PromptGroup) =
     match g.Layers with
@@ -146,14 +149,22 @@ let private expectedHeadParameters (m: Method) =
     | LinearHead -> d * classes + classes
     | MlpHead k -> int64 k * (d * d + d) + d * classes + classes
     | PrototypeHead -> 0L
+    | CosineHead -> d * classes + 1L
 
 let private expectedAdapterParameters (m: Method) =
-    match m.AdapterReduction with
+    let d = int64 config.Width
+    let perBlock bottleneck = d * bottleneck + bottleneck + bottleneck * d + d
+    let sequential = m.AdapterReduction |> Option.map (fun r -> perBlock (int64 (max 1 (config.Width / r))))
+    let parallelAdapter = m.ParallelAdapter |> Option.map (fun a -> perBlock (int64 a.Bottleneck))
+    int64 config.Depth * (defaultArg sequential 0L + defaultArg parallelAdapter 0L)
+
+/// SSF: a scale and a shift per channel at the patch projection, the final norm and, per block,
+/// norm1 (D), qkv (3D), proj (D), norm2 (D), fc1 (the MLP's width) and fc2 (D).
+let private expectedScaleShiftParameters (m: Method) =
+    let d = int64 config.Width
+    match m.ScaleShift with
     | None -> 0L
-    | Some r ->
-        let d = int64 config.Width
-        let bottleneck = int64 (max 1 (config.Width / r))
-        int64 config.Depth * (d * bottleneck + bottleneck + bottleneck * d + d)
+    | Some _ -> 2L * (d + d + int64 config.Depth * (d + 3L * d + d + d + int64 config.MlpHidden + d))
 
 /// The first group that selects pool entries: (columns of Chosen, pool size, true-task ids).
 let private selection (m: Method) (training: bool) =
@@ -200,7 +211,9 @@ let private shapes (m: Method) (model: Lazy<PromptedModel>) () =
         let mode = if training then "training" else "eval"
         let out = model.Forward(x, training)
         Expect.equal out.Logits.shape [| batch; classes |] (sprintf "%s: logits (B, total classes)" mode)
-        Expect.equal out.Features.shape [| batch; int64 config.Width |] (sprintf "%s: features (B, D)" mode)
+        // APER's calibrated head reads the pretrained features beside the adapted ones: (B, 2D).
+        let width = if m.HeadFeatures = PretrainedAndAdapted then 2L * int64 config.Width else int64 config.Width
+        Expect.equal out.Features.shape [| batch; width |] (sprintf "%s: features (B, D or 2D)" mode)
         Expect.equal out.AuxLoss.shape [||] (sprintf "%s: auxiliary loss is a scalar" mode)
         Expect.isTrue (out.Logits.isfinite().all().item<bool> ()) (sprintf "%s: finite logits" mode)
         Expect.isTrue (out.Features.isfinite().all().item<bool> ()) (sprintf "%s: finite features" mode)
@@ -389,9 +402,15 @@ let private accounting (m: Method) (model: Lazy<PromptedModel>) () =
     let under (prefix: string) = parameters |> List.filter (fun (n, _) -> n.StartsWith prefix)
     Expect.equal (numel (under "prompts.")) (expectedPromptParameters m) "prompt and key parameters"
     Expect.equal (numel (under "head.")) (expectedHeadParameters m) "head parameters"
-    Expect.equal (numel (under "adapters.")) (expectedAdapterParameters m) "adapter parameters"
+    Expect.equal (numel (under "adapters.") + numel (under "parallel_adapters.")) (expectedAdapterParameters m) "adapter parameters"
+    Expect.equal (numel (under "ssf.")) (expectedScaleShiftParameters m) "SSF parameters"
     let backbone = numel [ for struct (name, p) in model.Backbone.named_parameters () -> name, (p :> torch.Tensor) ]
-    Expect.equal (numel parameters) (backbone + expectedPromptParameters m + expectedHeadParameters m + expectedAdapterParameters m)
+    // APER's frozen copy of the pretrained backbone, kept only when the backbone itself trains.
+    let pretrainedCopy = if m.HeadFeatures = PretrainedAndAdapted && m.Backbone <> Frozen then backbone else 0L
+    Expect.equal (numel (under "pretrained.")) pretrainedCopy "pretrained copy"
+    Expect.equal
+        (numel parameters)
+        (backbone + pretrainedCopy + expectedPromptParameters m + expectedHeadParameters m + expectedAdapterParameters m + expectedScaleShiftParameters m)
         "nothing else holds parameters"
     // The core's analytic count (used by `prompting methods`) agrees with the built model.
     let counts = Counting.count m model.Backbone.Config (TaskLayout.total model.Layout)

@@ -161,7 +161,8 @@ let private prefixHook (at: int -> (torch.Tensor * torch.Tensor) option) : Block
     fun layer x ->
         { Tokens = x
           Prefix = at layer |> Option.map (fun (k, v) -> { Key = k; Value = v })
-          MlpAdapter = None }
+          MlpAdapter = None
+          Modulation = None }
 
 /// Key and value prefixes (B, n, D): for sample b the given tokens of entry entries.[b].
 let private keyValue (flat: float[]) (stored: int) (entries: int[][]) (keyTokens: int list) (valueTokens: int list) =

@@ -138,10 +138,10 @@ let tests =
               use x = torch.randn (2L, 17L, 48L)
               let prefix = { Key = torch.randn (2L, 5L, 48L); Value = torch.randn (2L, 5L, 48L) }
               let attn = model.Blocks[0].named_children () |> Seq.pick (fun struct (n, m) -> if n = "attn" then Some(m :?> Attention) else None)
-              use actual = attn.Forward(x, Some prefix)
+              use actual = attn.Forward(x, Some prefix, None)
               use expected = manualAttention model x prefix
               Expect.isLessThan (relativeError (host actual).Values (host expected).Values) 1e-5 "prefixed attention"
-              use plain = attn.Forward(x, None)
+              use plain = attn.Forward(x, None, None)
               Expect.isGreaterThan (relativeError (host actual).Values (host plain).Values) 1e-3 "the prefix matters"
           }
 
@@ -185,7 +185,7 @@ let tests =
               for p in [ None; Some { Key = key; Value = value } ] do
                   use full = model.Blocks[1].Forward(x, p)
                   for start, count in [ 0L, 1L; 3L, 5L; 0L, 17L ] do
-                      use part = model.Blocks[1].Forward(x, p, None, Some { Start = start; Count = count })
+                      use part = model.Blocks[1].Forward(x, p, None, None, Some { Start = start; Count = count })
                       use expected = full.narrow (1, start, count)
                       Expect.equal part.shape [| 2L; count; 48L |] "only the rows"
                       let err = relativeError (host part).Values (host expected).Values

@@ -161,7 +161,10 @@ module Flops =
             | BiasTerms -> false, true
         let embedTrains = match m.Backbone with FullBackbone -> true | _ -> false
         let embedGrad = match m.Backbone with FullBackbone | BiasTerms -> true | _ -> false
-        let adapterWidth = m.AdapterReduction |> Option.map (fun r -> max 1 (c.Width / r))
+        let adapterWidth =
+            m.AdapterReduction
+            |> Option.map (fun r -> max 1 (c.Width / r))
+            |> Option.orElse (m.ParallelAdapter |> Option.map (fun a -> a.Bottleneck))
         let mutable streamGrad = embedGrad
         let blocks =
             [ for l in 0 .. c.Depth - 1 do
@@ -174,7 +177,8 @@ module Flops =
         let headOps =
             match m.Head with
             | PrototypeHead -> [ { Name = "head.prototypes"; M = 1L; N = int64 (TaskLayout.total layout); K = d; Count = 1L; LeftGrad = false; RightGrad = false } ]
-            | LinearHead -> [ { Name = "head.fc"; M = 1L; N = int64 (TaskLayout.total layout); K = d; Count = 1L; LeftGrad = headInputGrad; RightGrad = true } ]
+            | LinearHead
+            | CosineHead -> [ { Name = "head.fc"; M = 1L; N = int64 (TaskLayout.total layout); K = d; Count = 1L; LeftGrad = headInputGrad; RightGrad = true } ]
             | MlpHead k ->
                 [ for i in 0 .. k - 1 -> { Name = sprintf "head.hidden%d" i; M = 1L; N = d; K = d; Count = 1L; LeftGrad = (i > 0 || headInputGrad); RightGrad = true }
                   yield { Name = "head.fc"; M = 1L; N = int64 (TaskLayout.total layout); K = d; Count = 1L; LeftGrad = true; RightGrad = true } ]

@@ -86,6 +86,22 @@ module Run =
         | :? Text.Json.Nodes.JsonObject as o -> o
         | _ -> Errors.fail "%s: invalid configuration JSON (not an object)" path
 
+    /// Method fields added within format 2; absent, they read as the plain method's values (no
+    /// parallel adapter, no SSF, a head that reads the adapted features): what earlier runs did.
+    let private addedMethodFields = [ "ParallelAdapter"; "ScaleShift"; "HeadFeatures" ]
+
+    let private fillMethodFields (o: Text.Json.Nodes.JsonObject) =
+        match o["Config"] with
+        | :? Text.Json.Nodes.JsonObject as c ->
+            match c["Method"] with
+            | :? Text.Json.Nodes.JsonObject as m ->
+                let defaults = Text.Json.Nodes.JsonNode.Parse(Json.serialize Methods.linear).AsObject()
+                for key in addedMethodFields do
+                    if not (m.ContainsKey key) then
+                        m[key] <- (match defaults[key] with null -> null | value -> value.DeepClone())
+            | _ -> ()
+        | _ -> ()
+
     /// A config.json object in the current format: format 1 moves Config.Training into
     /// Config.Method.Recipe (without drop-last, as it trained); a newer format is refused.
     let private upgradeObject (path: string) (o: Text.Json.Nodes.JsonObject) =
@@ -107,6 +123,7 @@ module Run =
                 | _ -> ()
             | _ -> ()
             o["FormatVersion"] <- Text.Json.Nodes.JsonValue.Create FormatVersion
+        fillMethodFields o
         o
 
     let private upgrade (path: string) (text: string) = (upgradeObject path (parseObject path text)).ToJsonString(Json.options)

@@ -126,6 +126,9 @@ type HeadKind =
     | MlpHead of hiddenLayers: int
     /// SimpleCIL: rows are class-mean features, cosine similarity as logits; no training.
     | PrototypeHead
+    /// APER's and RanPAC's first-session head: σ · cos(x, w_c) with rows w_c drawn from U(±1/√D)
+    /// and a learnable scale σ that starts at 1.
+    | CosineHead
 
 /// Which backbone parameters train.
 type BackboneTraining =
@@ -171,6 +174,29 @@ type Calibration =
     | ClassMeans
     | RandomProjectionRidge of RidgeRegression
 
+/// AdaptFormer's parallel adapter (APER, RanPAC): per block, the output is
+/// x_a + mlp(norm2 x_a) + Scale · up(dropout(relu(down x_a))) with x_a the attention residual.
+type ParallelAdapter =
+    { /// The bottleneck's width (64 in APER and RanPAC).
+      Bottleneck: int
+      /// The constant the adapter's output is multiplied by (0.1).
+      Scale: float
+      /// Dropout on the bottleneck in training (0.1).
+      Dropout: float }
+
+/// SSF: a per-channel scale γ and shift β after the patch projection, after each block's norm1,
+/// qkv, attention projection, norm2, fc1 (before GELU) and fc2, and after the final norm.
+type ScaleShift =
+    { /// γ starts from N(1, InitStd²) and β from N(0, InitStd²) (0.02 in SSF and APER).
+      InitStd: float }
+
+/// What a calibrated head (class means, ridge, alignment) reads.
+type HeadFeatures =
+    /// The adapted model's class token after the final norm.
+    | AdaptedFeatures
+    /// [f_PTM(x); g(x)]: the frozen pretrained model's features, then the adapted model's (APER).
+    | PretrainedAndAdapted
+
 /// When the trainable parts learn.
 type Adaptation =
     | EveryTask
@@ -192,12 +218,18 @@ type Method =
       Backbone: BackboneTraining
       /// Bottleneck adapter after each block's MLP with this reduction (VPT's Adapter baseline).
       AdapterReduction: int option
+      /// AdaptFormer's parallel adapter in every block (APER-Adapter, RanPAC).
+      ParallelAdapter: ParallelAdapter option
+      /// SSF's per-channel scale and shift (APER-SSF).
+      ScaleShift: ScaleShift option
       TrainingLogits: TrainingLogits
       Recalibration: HeadRecalibration option
       /// What predicts after each task: the trained head or a calibrated one.
       Calibration: Calibration
       /// When the trainable parts learn: every task, or the first only.
       Adaptation: Adaptation
+      /// What a calibrated head reads: the adapted features, or the pretrained ones beside them.
+      HeadFeatures: HeadFeatures
       /// Blocks of the frozen, un-prompted backbone the query pass runs before its class token
       /// goes through the final norm: None = all of them (the reference methods). Some k makes
       /// the query pass cost k/depth of a forward pass, in training and evaluation alike; with
@@ -208,8 +240,17 @@ module Method =
     /// RanPAC's ridge head: M = 10,000, regularisers 10^−8 .. 10^8, fitted on 80 % of the task.
     let ranpacRidge = { ProjectionSize = 10_000; RidgeExponents = [ -8 .. 8 ]; FitFraction = 0.8 }
 
+    /// Whether the method adds trainable modules inside the blocks (adapters, SSF).
+    let addsBlockModules (m: Method) = m.AdapterReduction.IsSome || m.ParallelAdapter.IsSome || m.ScaleShift.IsSome
+
     /// Whether training changes the features the head reads (prompts, adapters, backbone weights).
-    let trainsFeatures (m: Method) = not m.Groups.IsEmpty || m.AdapterReduction.IsSome || m.Backbone <> Frozen
+    let trainsFeatures (m: Method) = not m.Groups.IsEmpty || addsBlockModules m || m.Backbone <> Frozen
+
+    /// The width of what a calibrated head reads: D, or 2·D with the pretrained features beside.
+    let calibrationWidth (width: int) (m: Method) =
+        match m.HeadFeatures with
+        | AdaptedFeatures -> width
+        | PretrainedAndAdapted -> 2 * width
 
     /// Whether the trainable parts learn on task `task`.
     let learnsOn (task: int) (m: Method) = m.Adaptation = EveryTask || task = 0
@@ -222,6 +263,8 @@ module Method =
         | _ -> ()
         if m.Head = PrototypeHead && m.Calibration <> TrainedHead then
             Errors.fail "method %s: predicts with class prototypes already; a calibrated head is for methods that train a head" m.Name
+        if m.HeadFeatures = PretrainedAndAdapted && m.Calibration = TrainedHead then
+            Errors.fail "method %s: the pretrained features beside the adapted ones are read by a calibrated head (class means, ridge), but this method predicts with its trained head" m.Name
 
     /// Whether the method's prompt choices can be scored against tasks (one pool entry per task,
     /// trained with the task id): the prompt-choice accuracy is reported for these.
@@ -242,6 +285,6 @@ module Method =
         if not (readsQuery m) || m.Backbone <> Frozen then 0
         else
             let firstTouched =
-                if m.AdapterReduction.IsSome then 0
+                if addsBlockModules m then 0
                 else m.Groups |> List.collect (PromptGroup.layers depth) |> List.fold min depth
             min firstTouched (queryDepth depth m)

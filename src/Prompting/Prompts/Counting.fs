@@ -6,7 +6,7 @@ open Prompting.Vit
 type ParameterCounts =
     { /// Prompts, keys and attention vectors of every group.
       PromptsAndKeys: int64
-      /// Adapters, trained backbone parameters and hidden layers of an MLP head.
+      /// Adapters, SSF, trained backbone parameters and hidden layers of an MLP head.
       Other: int64
       /// The classifier layer.
       Head: int64
@@ -55,10 +55,22 @@ module Counting =
                 let b = int64 (max 1 (c.Width / r))
                 int64 c.Depth * (d * b + b + b * d + d)
             | None -> 0L
-        let other = hidden + adapters + backboneParameters c method.Backbone
+        let parallelAdapters =
+            match method.ParallelAdapter with
+            | Some a ->
+                let b = int64 a.Bottleneck
+                int64 c.Depth * (d * b + b + b * d + d)
+            | None -> 0L
+        let scaleShift =
+            match method.ScaleShift with
+            // Patch projection, final norm, and per block norm1, qkv (3D), proj, norm2, fc1 (MLP width), fc2.
+            | Some _ -> 2L * (2L * d + int64 c.Depth * (7L * d + int64 c.MlpHidden))
+            | None -> 0L
+        let other = hidden + adapters + parallelAdapters + scaleShift + backboneParameters c method.Backbone
         let head =
             match method.Head with
             | PrototypeHead -> 0L
+            | CosineHead -> d * k + 1L
             | _ -> d * k + k
         { PromptsAndKeys = prompts
           Other = other

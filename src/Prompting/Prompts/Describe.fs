@@ -21,11 +21,17 @@ module Describe =
 
     /// What the loss trains, and what predicts.
     let head (m: Method) =
-        let trained = match m.Head with LinearHead -> "linear" | MlpHead k -> sprintf "mlp-%d" k | PrototypeHead -> "prototype (no training)"
+        let trained =
+            match m.Head with
+            | LinearHead -> "linear"
+            | MlpHead k -> sprintf "mlp-%d" k
+            | PrototypeHead -> "prototype (no training)"
+            | CosineHead -> "cosine with learnable scale"
         let predicts =
             match m.Calibration, m.Recalibration with
             | TrainedHead, Some _ -> "aligned (re-trained on class statistics)"
             | TrainedHead, None -> "the trained head"
+            | ClassMeans, _ when m.HeadFeatures = PretrainedAndAdapted -> "class means (cosine) of pretrained + adapted features"
             | ClassMeans, _ -> "class means (cosine)"
             | RandomProjectionRidge r, _ -> sprintf "ridge on a random projection to %d" r.ProjectionSize
         sprintf "head %s, predicts with %s" trained predicts

@@ -51,8 +51,10 @@ module HeadCalibration =
 /// a recalibrated head (VQ-Prompt) and a calibrated predictor (class means, RanPAC's ridge head) learn
 /// from the features of every task seen, gathered in the engine's feature pass. The loss always
 /// trains the head of `kind`; once a task has ended, a calibrated predictor is what predicts (in
-/// evaluation mode).
-type ClassifierHead(kind: HeadKind, width: int, classes: int, vptInit: bool, recalibration: HeadRecalibration option, calibration: Calibration) as this =
+/// evaluation mode). The features it is given are `calibrationWidth` wide: the adapted features
+/// (width D), or the pretrained ones followed by the adapted ones (2·D, APER), of which the trained
+/// head reads the last D.
+type ClassifierHead(kind: HeadKind, width: int, calibrationWidth: int, classes: int, vptInit: bool, recalibration: HeadRecalibration option, calibration: Calibration) as this =
     inherit torch.nn.Module<torch.Tensor, torch.Tensor>("ClassifierHead")
     let d, c = int64 width, int64 classes
     let hidden =
@@ -63,15 +65,21 @@ type ClassifierHead(kind: HeadKind, width: int, classes: int, vptInit: bool, rec
     // so an unused Linear here would still show up as head.fc.* parameters and trainable state.
     let fc =
         match kind with
-        | PrototypeHead -> None
+        | PrototypeHead
+        | CosineHead -> None
         | _ -> Some(torch.nn.Linear(d, c))
     do
         if classes <= 0 then Errors.fail "a classifier needs at least one class, got %d" classes
+        if calibrationWidth < width then Errors.fail "a classifier of width %d cannot read %d features" width calibrationWidth
         hidden |> List.iteri (fun i layer -> this.register_module (sprintf "hidden%d" i, layer))
         match kind with
         | PrototypeHead ->
             // SimpleCIL: unit-norm class means; unseen classes stay zero (cosine 0).
             this.register_buffer ("prototypes", torch.zeros (c, d))
+        | CosineHead ->
+            let bound = 1.0 / sqrt (float width)
+            this.register_parameter ("weight", torch.nn.Parameter(torch.empty(c, d).uniform_ (-bound, bound)))
+            this.register_parameter ("sigma", torch.nn.Parameter(torch.ones 1L))
         | _ -> fc |> Option.iter (fun fc -> this.register_module ("fc", fc))
         match fc with
         | Some fc when vptInit ->
@@ -81,14 +89,14 @@ type ClassifierHead(kind: HeadKind, width: int, classes: int, vptInit: bool, rec
         | _ -> ()
         match calibration with
         | TrainedHead -> ()
-        | ClassMeans -> this.register_buffer ("class_means", torch.zeros (c, d))
+        | ClassMeans -> this.register_buffer ("class_means", torch.zeros (c, int64 calibrationWidth))
         | RandomProjectionRidge _ -> ()
         if calibration <> TrainedHead then this.register_buffer ("calibrated", torch.zeros 1L)
 
     let ridge =
         match calibration with
         | RandomProjectionRidge settings ->
-            let r = new RidgeReadout(settings, width, classes)
+            let r = new RidgeReadout(settings, calibrationWidth, classes)
             this.register_module ("ridge", r)
             Some r
         | _ -> None
@@ -147,7 +155,7 @@ type ClassifierHead(kind: HeadKind, width: int, classes: int, vptInit: bool, rec
         let ids = stats.Classes |> Array.ofList
         if ids.Length > 0 then
             let means = ids |> Array.collect (fun c -> stats.Mean c |> Array.map float32)
-            use m = torch.tensor (means, System.ReadOnlySpan<int64> [| int64 ids.Length; int64 width |])
+            use m = torch.tensor (means, System.ReadOnlySpan<int64> [| int64 ids.Length; int64 (means.Length / ids.Length) |])
             this.SetRows(buffer, ids |> Array.map int64, m)
 
     /// Replaces the prototypes of `classIds` with the given mean features (SimpleCIL).
@@ -166,14 +174,23 @@ type ClassifierHead(kind: HeadKind, width: int, classes: int, vptInit: bool, rec
             use f = torch.nn.functional.normalize (features, dim = 1L)
             use pt = (this.get_buffer buffer).t ()
             torch.mm (f, pt)
+        // The trained head reads the adapted features: the last D columns.
+        let adapted () =
+            if calibrationWidth = width then features.alias () else features.narrow (1, int64 (calibrationWidth - width), d)
         match kind with
         | _ when not this.training && this.Calibrated ->
             match calibration, ridge with
             | RandomProjectionRidge _, Some r -> r.Logits features
             | _ -> cosineTo "class_means"
         | PrototypeHead -> cosineTo "prototypes"
+        | CosineHead ->
+            use x = adapted ()
+            use f = torch.nn.functional.normalize (x, dim = 1L)
+            use w = torch.nn.functional.normalize (this.get_parameter "weight", dim = 1L)
+            use cosine = torch.mm (f, w.t ())
+            cosine * this.get_parameter "sigma"
         | _ ->
-            let mutable x = features.alias ()
+            let mutable x = adapted ()
             for layer in hidden do
                 use h = layer.forward x
                 x.Dispose()
@@ -181,28 +198,3 @@ type ClassifierHead(kind: HeadKind, width: int, classes: int, vptInit: bool, rec
             let out = fc.Value.forward x
             x.Dispose()
             out
-
-/// VPT's Adapter baseline: after each block's MLP, x ↦ x + up(relu(down(x))); up starts at zero
-/// so training begins from the pretrained function.
-type Adapters(width: int, depth: int, reduction: int) as this =
-    inherit torch.nn.Module("Adapters")
-    let bottleneck = max 1 (width / reduction)
-    let pairs =
-        [ for i in 0 .. depth - 1 ->
-              let down = torch.nn.Linear(int64 width, int64 bottleneck)
-              let up = torch.nn.Linear(int64 bottleneck, int64 width)
-              this.register_module (sprintf "block%d_down" i, down)
-              this.register_module (sprintf "block%d_up" i, up)
-              down, up ]
-    do
-        use _ = torch.no_grad ()
-        for _, up in pairs do
-            torch.nn.init.zeros_ up.weight |> ignore
-            torch.nn.init.zeros_ up.bias |> ignore
-
-    member _.At(layer: int) : torch.Tensor -> torch.Tensor =
-        let down, up = pairs[layer]
-        fun x ->
-            use h = down.forward x
-            use a = torch.nn.functional.relu h
-            up.forward a

@@ -43,6 +43,18 @@ module Methods =
         /// Baselines that train backbone weights: Adam 1e-4.
         let backbone = { Training.defaults with LearningRate = 1e-4 }
 
+        /// APER's first session and RanPAC's phase 1 (LAMDA-PILOT's CIFAR configs, the same for the
+        /// adapter, SSF, VPT and RanPAC): SGD momentum 0.9, 0.01, weight decay 5e-4, cosine annealing
+        /// to 0 stepped per epoch, 20 epochs of 48.
+        let firstSession =
+            { Training.defaults with
+                Epochs = 20
+                BatchSize = 48
+                LearningRate = 0.01
+                Optimizer = Sgd 0.9
+                WeightDecay = 5e-4
+                Schedule = Cosine 0.0 }
+
     let private plain name description =
         { Name = name
           Description = description
@@ -55,8 +67,11 @@ module Methods =
           AdapterReduction = None
           TrainingLogits = SeenClasses
           Recalibration = None
+          ParallelAdapter = None
+          ScaleShift = None
           Calibration = TrainedHead
           Adaptation = EveryTask
+          HeadFeatures = AdaptedFeatures
           QueryDepth = None }
 
     let private keyed poolSize topK =
@@ -223,11 +238,54 @@ module Methods =
     let simpleCil = { plain "simplecil" "SimpleCIL: frozen backbone, class-mean cosine head, no training" with Head = PrototypeHead }
     let joint = { plain "joint" "Joint training on all classes (upper bound)" with Backbone = FullBackbone; Recipe = Recipes.backbone }
 
+    /// AdaptFormer's parallel adapter as APER and RanPAC configure it: bottleneck 64, scale 0.1, dropout 0.1.
+    let adaptFormer = { Bottleneck = 64; Scale = 0.1; Dropout = 0.1 }
+
+    /// SSF as APER initialises it: γ ~ N(1, 0.02²), β ~ N(0, 0.02²).
+    let ssf = { InitStd = 0.02 }
+
+    /// APER: train a parameter-efficient module with a cosine head on the first task only, then
+    /// predict by cosine similarity to class means of [f_PTM(x); g(x)], one L2 norm over both.
+    let private aper name description =
+        { plain name description with
+            Head = CosineHead
+            Adaptation = FirstTaskOnly
+            Calibration = ClassMeans
+            HeadFeatures = PretrainedAndAdapted
+            Recipe = Recipes.firstSession }
+
+    let aperAdapter = { aper "aper-adapter" "APER: AdaptFormer adapter (64) on the first task, then class means of PTM + adapted features" with ParallelAdapter = Some adaptFormer }
+    let aperSsf = { aper "aper-ssf" "APER: SSF scale and shift on the first task, then class means of PTM + adapted features" with ScaleShift = Some ssf }
+
+    /// APER's VPT: 5 prompt tokens initialised at zero, at the input (shallow) or fresh before every
+    /// block (deep). APER appends them after the patch tokens; without position embeddings on the
+    /// prompts the class token's output does not depend on where they sit, so they go after CLS.
+    let private aperVpt name layers depthText =
+        { aper name (sprintf "APER: VPT-%s (5 zero-initialised tokens) on the first task, then class means of PTM + adapted features" depthText) with
+            Groups =
+                [ { Name = "vpt"; Layers = layers; Length = 5; Insertion = PromptTokens(AfterClassToken, false)
+                    Source = Static; Init = Uniform(0.0, 0.0); Dropout = 0.0 } ] }
+
+    let aperVptShallow = aperVpt "aper-vpt-shallow" (Only [ 0 ]) "shallow"
+    let aperVptDeep = aperVpt "aper-vpt-deep" AllLayers "deep"
+    let aperBitfit = { aper "aper-bitfit" "APER: bias terms on the first task, then class means of PTM + adapted features" with Backbone = BiasTerms }
+
+    /// RanPAC: APER's first-session adapter training (no PTM concatenation), then a ridge head on a
+    /// fixed random projection to 10,000 with ReLU, over every image seen.
+    let ranpac =
+        { plain "ranpac" "RanPAC: adapter (64) on the first task, then ridge regression on a random ReLU projection (M = 10,000)" with
+            ParallelAdapter = Some adaptFormer
+            Head = CosineHead
+            Adaptation = FirstTaskOnly
+            Calibration = RandomProjectionRidge Method.ranpacRidge
+            Recipe = Recipes.firstSession }
+
     /// Every named method for a sequence of `tasks` tasks, in display order.
     let all tasks =
         [ vptShallow; vptDeep; l2p; l2pJax; l2pPlusPlus; dualPrompt tasks; dualPromptCoda; codaPrompt; vqPrompt
           dualVq tasks; vptDeepPool
-          linear; full; partial 1; mlp 3; bias; adapter; sequential; simpleCil; joint ]
+          linear; full; partial 1; mlp 3; bias; adapter; sequential; simpleCil; joint
+          aperAdapter; aperSsf; aperVptShallow; aperVptDeep; aperBitfit; ranpac ]
 
     /// Looks a method up by name; "partial-K" and "mlp-K" take any K.
     let find (name: string) tasks =

@@ -35,7 +35,8 @@ module TaskLayout =
 type PromptedOutput =
     { /// (B, classes) over every class of the layout.
       Logits: torch.Tensor
-      /// What the head read (B, D): the pre-logits.
+      /// What the head read: the pre-logits (B, D), or the pretrained model's features followed by
+      /// them (B, 2·D) when the method's calibrated head reads both.
       Features: torch.Tensor
       /// Sum of the weighted auxiliary losses (a zero scalar when there are none).
       AuxLoss: torch.Tensor
@@ -86,8 +87,21 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
         | Components _ -> new ComponentSource(shapeOf g)
         | Quantised _ -> new QuantisedSource(shapeOf g)
     let groups = new PromptGroups([ for g in method.Groups -> g, makeSource g ])
-    let head = new ClassifierHead(method.Head, c.Width, TaskLayout.total layout, method.VptHeadInit, method.Recalibration, method.Calibration)
+    let head =
+        new ClassifierHead(method.Head, c.Width, Method.calibrationWidth c.Width method, TaskLayout.total layout, method.VptHeadInit, method.Recalibration, method.Calibration)
     let adapters = method.AdapterReduction |> Option.map (fun r -> new Adapters(c.Width, c.Depth, r))
+    let parallelAdapters = method.ParallelAdapter |> Option.map (fun a -> new ParallelAdapters(c.Width, c.Depth, a))
+    let scaleShift = method.ScaleShift |> Option.map (fun s -> new ScaleShiftModule(c, s))
+    /// APER's frozen pretrained model beside the adapted one: the backbone itself run without the
+    /// method's injections, or, when training changes the backbone's own weights, a frozen copy
+    /// taken now (before any training).
+    let pretrainedCopy =
+        if method.HeadFeatures = PretrainedAndAdapted && method.Backbone <> Frozen then
+            let copy = new VisionTransformer(c)
+            copy.load_state_dict (backbone.state_dict ()) |> ignore
+            for p in copy.parameters () do p.requires_grad <- false
+            Some copy
+        else None
     let needsQuery = groups.Sources |> List.exists (fun (_, s) -> s.NeedsQuery)
     /// Blocks of the un-prompted backbone the query pass runs (all of them in the references).
     let queryDepth =
@@ -105,6 +119,9 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
         this.register_module ("prompts", groups)
         this.register_module ("head", head)
         adapters |> Option.iter (fun a -> this.register_module ("adapters", a))
+        parallelAdapters |> Option.iter (fun a -> this.register_module ("parallel_adapters", a))
+        scaleShift |> Option.iter (fun s -> this.register_module ("ssf", s))
+        pretrainedCopy |> Option.iter (fun p -> this.register_module ("pretrained", p))
         // Freeze what the method does not train; the backbone's own head is never used.
         for struct (name, p) in backbone.named_parameters () do
             let trainable =
@@ -173,7 +190,7 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
     /// that keep the backbone frozen and add no adapters.
     member _.SetComputeType(dtype: torch.ScalarType) =
         if dtype <> torch.float32 then
-            if method.Backbone <> Frozen || method.AdapterReduction.IsSome then
+            if method.Backbone <> Frozen || Method.addsBlockModules method then
                 Errors.fail "method %s trains backbone parts, so it cannot run the backbone in %A" method.Name dtype
         backbone.``to`` dtype |> ignore
         computeType <- dtype
@@ -182,6 +199,9 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
 
     /// Whether the trainable parts learn on the current task (every task, or the first only).
     member _.LearnsThisTask = Method.learnsOn task method
+
+    /// The frozen pretrained copy of the backbone (APER's concatenation when the backbone trains).
+    member _.PretrainedCopy = pretrainedCopy
 
     /// Parameters that receive gradients, with their state names.
     member this.TrainableParameters() =
@@ -192,8 +212,11 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
     /// One patch embedding serves both passes (it may train, in some baselines); blocks before the
     /// first injection are shared too when nothing in them trains, computed once without gradient.
     /// Returns the tokens after the shared blocks and their number.
-    member private _.SharedStart(images: torch.Tensor) =
-        let tokens = backbone.Embed images
+    member private _.SharedStart(images: torch.Tensor, forQuery: bool) =
+        // The query is the pretrained model's: SSF's patch modulation is not part of it (with SSF no
+        // block is shared, so the query pass embeds on its own).
+        let modulation = if forQuery then None else scaleShift |> Option.map (fun s -> s.Outside)
+        let tokens = backbone.Embed(images, modulation)
         let shared = if needsQuery then sharedBlocks else 0
         if shared = 0 then tokens, 0
         else
@@ -206,12 +229,20 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
     member this.Query(images: torch.Tensor) =
         let computed = this.ToCompute images
         try
-            let entry, shared = this.SharedStart computed
+            let entry, shared = this.SharedStart(computed, true)
             use _ = entry
             use q = backbone.QueryFrom(entry, shared, queryDepth)
             q.to_type torch.float32
         finally
             if not (obj.ReferenceEquals(computed, images)) then computed.Dispose()
+
+    /// The frozen pretrained model's features f_PTM (B, D), float32, without gradient: the
+    /// backbone without the method's injections, or its frozen copy when the backbone trains.
+    member private _.PretrainedFeatures(images: torch.Tensor) =
+        let model = defaultArg pretrainedCopy backbone
+        use _ = torch.no_grad ()
+        use f = model.ClassFeatures images
+        f.to_type torch.float32
 
     member this.Forward(images: torch.Tensor, training: bool) : PromptedOutput =
         let b = images.shape[0]
@@ -219,9 +250,14 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
         let mixed = computeType <> torch.float32
         let toCompute = this.ToCompute
         let images = toCompute images
-        let entry, shared = this.SharedStart images
+        let entry, shared = this.SharedStart(images, false)
         let query =
-            if needsQuery then Some((backbone.QueryFrom(entry, shared, queryDepth)).to_type torch.float32) else None
+            if not needsQuery then None
+            elif scaleShift.IsSome then
+                let queryEntry, queryShared = this.SharedStart(images, true)
+                use _ = queryEntry
+                Some((backbone.QueryFrom(queryEntry, queryShared, queryDepth)).to_type torch.float32)
+            else Some((backbone.QueryFrom(entry, shared, queryDepth)).to_type torch.float32)
         let context = { Query = query; Training = training; Task = task; Batch = b }
         let prepared = [ for g, s in groups.Sources -> g, s.Prepare context ]
         let mutable span: (int64 * int64) option = None
@@ -268,26 +304,45 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
                 | 0 -> None
                 | 1 -> Some { Key = keys[0]; Value = values[0] }
                 | _ -> Some { Key = torch.cat (keys.ToArray(), 1L); Value = torch.cat (values.ToArray(), 1L) }
-            { Tokens = tokens; Prefix = prefix; MlpAdapter = adapters |> Option.map (fun a -> a.At layer) }
+            let adapter =
+                match adapters, parallelAdapters with
+                | Some a, _ -> Some(a.At layer)
+                | None, Some a -> Some(a.At(layer, training))
+                | None, None -> None
+            { Tokens = tokens
+              Prefix = prefix
+              MlpAdapter = adapter
+              Modulation = scaleShift |> Option.map (fun s -> s.At layer) }
         // The last block computes only the rows the head reads (known once its hook has run).
         let headRows () : Rows =
             match method.HeadInput, span with
             | PromptMean, Some(start, len) -> { Start = start; Count = len }
             | _, Some(_, len) when placement = BeforeClassToken -> { Start = len; Count = 1L }
             | _ -> { Start = 0L; Count = 1L }
-        let features = backbone.ForwardFrom(entry, shared, Some hook, Some headRows)
+        let features = backbone.ForwardFrom(entry, shared, Some hook, Some headRows, scaleShift |> Option.map (fun s -> s.Outside))
         let preLogits =
             match method.HeadInput with
             | PromptMean -> features.mean ([| 1L |])
             | ClassToken -> features.select (1, 0L)
         let preLogits = if mixed then preLogits.to_type torch.float32 else preLogits
-        let logits = head.forward preLogits
+        let headFeatures =
+            match method.HeadFeatures with
+            | AdaptedFeatures -> preLogits
+            | PretrainedAndAdapted ->
+                let pretrained =
+                    match query, pretrainedCopy with
+                    // The query is the frozen, un-prompted model's features when it runs every block.
+                    | Some q, None when queryDepth = c.Depth -> q.alias ()
+                    | _ -> this.PretrainedFeatures images
+                use _ = pretrained
+                torch.cat ([| pretrained; preLogits |], 1L)
+        let logits = head.forward headFeatures
         let aux =
             match Sources.sumLosses (prepared |> List.choose (fun (_, o) -> o.AuxLoss)) with
             | Some l -> l
             | None -> torch.zeros ([||], device = images.device)
         { Logits = logits
-          Features = preLogits
+          Features = headFeatures
           AuxLoss = aux
           Chosen = prepared |> List.tryPick (fun (_, o) -> o.Chosen) }
 

@@ -9,12 +9,14 @@ open Prompting.Tensors
 /// trained backbone part) as safetensors under the model's stable submodule names.
 module TrainableState =
     /// Every tensor that a method changes: all parameters outside the backbone, the head's
-    /// buffers, and the backbone parameters the method trains.
+    /// buffers, and the backbone parameters the method trains. The frozen pretrained copy (APER)
+    /// is the checkpoint itself, so it is not state.
     let tensors (model: PromptedModel) =
+        let isBackbone (name: string) = name.StartsWith "backbone." || name.StartsWith "pretrained."
         [ for struct (name, p) in model.named_parameters () do
-              if not (name.StartsWith "backbone.") || p.requires_grad then yield name, (p :> torch.Tensor)
+              if not (isBackbone name) || p.requires_grad then yield name, (p :> torch.Tensor)
           for struct (name, b) in model.named_buffers () do
-              if not (name.StartsWith "backbone.") then yield name, b ]
+              if not (isBackbone name) then yield name, b ]
 
     let save (path: string) (model: PromptedModel) =
         let metadata =

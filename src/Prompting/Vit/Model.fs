@@ -9,16 +9,48 @@ open Prompting
 [<NoEquality; NoComparison>]
 type Prefix = { Key: torch.Tensor; Value: torch.Tensor }
 
-/// What a prompt method hands to one block: the (possibly extended) token sequence, prefixes, and
-/// an optional adapter applied to the MLP output before the residual (Pfeiffer-style, as in VPT).
+/// Where a per-channel transform may act on the backbone's intermediate features (SSF's sites):
+/// the patch projection, six places inside each block, and the final norm.
+type FeatureSite =
+    | PatchProjection
+    | Norm1
+    /// The packed query/key/value projection (3·D channels).
+    | Qkv
+    | AttentionProjection
+    | Norm2
+    /// The MLP's first layer, before its GELU (hidden channels).
+    | Fc1
+    | Fc2
+    | FinalNorm
+
+/// A per-channel transform of what a site produced (SSF: y = γ ⊙ x + β). It returns a new tensor.
+type Modulation = FeatureSite -> torch.Tensor -> torch.Tensor
+
+module Modulation =
+    /// `t` through the modulation at `site`, disposing `t` when a new tensor replaces it.
+    let apply (modulation: Modulation option) (site: FeatureSite) (t: torch.Tensor) =
+        match modulation with
+        | None -> t
+        | Some f ->
+            use _ = t
+            f site t
+
+/// What an MLP adapter adds to a block's output, from the attention residual x_a = x + attn(norm1 x)
+/// and the MLP's output on norm2 x_a: Pfeiffer-style adapters (VPT) read the MLP output,
+/// AdaptFormer's parallel adapter (APER, RanPAC) reads x_a.
+type MlpAdapter = torch.Tensor -> torch.Tensor -> torch.Tensor
+
+/// What a prompt method hands to one block: the (possibly extended) token sequence, prefixes, an
+/// optional MLP adapter and an optional modulation of the block's intermediate features (SSF).
 [<NoEquality; NoComparison>]
 type BlockInput =
     { Tokens: torch.Tensor
       Prefix: Prefix option
-      MlpAdapter: (torch.Tensor -> torch.Tensor) option }
+      MlpAdapter: MlpAdapter option
+      Modulation: Modulation option }
 
 module BlockInput =
-    let plain (tokens: torch.Tensor) = { Tokens = tokens; Prefix = None; MlpAdapter = None }
+    let plain (tokens: torch.Tensor) = { Tokens = tokens; Prefix = None; MlpAdapter = None; Modulation = None }
 
 /// The backbone's injection seam, called before every block with its index and incoming tokens.
 /// Prompt-tuning returns longer tokens; VPT-deep replaces earlier prompt outputs; prefix-tuning
@@ -89,9 +121,9 @@ type Attention(width: int, heads: int) as this =
         use merged = headsLast.reshape (b, n, int64 width)
         proj.forward merged
 
-    member _.Forward(x: torch.Tensor, prefix: Prefix option) =
+    member _.Forward(x: torch.Tensor, prefix: Prefix option, modulation: Modulation option) =
         let b, n = x.shape[0], x.shape[1]
-        use packed = qkv.forward x
+        use packed = Modulation.apply modulation Qkv (qkv.forward x)
         use unpacked = packed.reshape (b, n, 3L, int64 heads, int64 headDim)
         use split = unpacked.permute (2L, 0L, 3L, 1L, 4L)
         // unbind, not three selects: its backward stacks the three gradients in one copy, where
@@ -100,11 +132,19 @@ type Attention(width: int, heads: int) as this =
         use q = parts[0]
         use k0 = parts[1]
         use v0 = parts[2]
-        attend q k0 v0 prefix
+        Modulation.apply modulation AttentionProjection (attend q k0 v0 prefix)
 
     /// Outputs for `rows` only: keys and values still come from every token, but queries (a third
     /// of the qkv projection), the attention rows and the output projection only for those rows.
-    member _.Forward(x: torch.Tensor, prefix: Prefix option, rows: Rows) =
+    /// A modulation of the packed projection needs all of it, so it takes the full path and keeps the rows.
+    member this.Forward(x: torch.Tensor, prefix: Prefix option, modulation: Modulation option, rows: Rows) =
+        match modulation with
+        | Some _ ->
+            use all = this.Forward(x, prefix, modulation)
+            all.narrow(1, rows.Start, rows.Count).contiguous ()
+        | None -> this.RowsForward(x, prefix, rows)
+
+    member private _.RowsForward(x: torch.Tensor, prefix: Prefix option, rows: Rows) =
         let b, n, d = x.shape[0], x.shape[1], int64 width
         use weight = qkv.weight.narrow (0, 0L, d)
         use bias = qkv.bias.narrow (0, 0L, d)
@@ -121,7 +161,7 @@ type Attention(width: int, heads: int) as this =
         use v0 = parts[1]
         attend q k0 v0 prefix
 
-    override this.forward(x) = this.Forward(x, None)
+    override this.forward(x) = this.Forward(x, None, None)
 
 /// fc1 → exact (erf) GELU → fc2.
 type Mlp(width: int, hidden: int) as this =
@@ -134,10 +174,12 @@ type Mlp(width: int, hidden: int) as this =
         this.register_module ("act", act)
         this.register_module ("fc2", fc2)
 
-    override _.forward(x) =
-        use h = fc1.forward x
+    member _.Forward(x: torch.Tensor, modulation: Modulation option) =
+        use h = Modulation.apply modulation Fc1 (fc1.forward x)
         use a = act.forward h
-        fc2.forward a
+        Modulation.apply modulation Fc2 (fc2.forward a)
+
+    override this.forward(x) = this.Forward(x, None)
 
 /// Pre-norm transformer block: x + attn(norm1 x), then x + mlp(norm2 x); LayerNorm eps 1e-6.
 type Block(width: int, heads: int, hidden: int) as this =
@@ -154,31 +196,31 @@ type Block(width: int, heads: int, hidden: int) as this =
 
     /// The block on x (B, N, D); with `rows`, the output holds only those rows (B, rows, D),
     /// computed exactly as the full block computes them.
-    member _.Forward(x: torch.Tensor, prefix: Prefix option, adapter: (torch.Tensor -> torch.Tensor) option, rows: Rows option) =
-        use n1 = norm1.forward x
+    member _.Forward(x: torch.Tensor, prefix: Prefix option, adapter: MlpAdapter option, modulation: Modulation option, rows: Rows option) =
+        use n1 = Modulation.apply modulation Norm1 (norm1.forward x)
         use a =
             match rows with
-            | None -> attn.Forward(n1, prefix)
-            | Some r -> attn.Forward(n1, prefix, r)
+            | None -> attn.Forward(n1, prefix, modulation)
+            | Some r -> attn.Forward(n1, prefix, modulation, r)
         use residual =
             match rows with
             | None -> x.alias ()
             | Some r -> x.narrow (1, r.Start, r.Count)
         use x1 = residual + a
-        use n2 = norm2.forward x1
-        use m = mlp.forward n2
+        use n2 = Modulation.apply modulation Norm2 (norm2.forward x1)
+        use m = mlp.Forward(n2, modulation)
         match adapter with
         | None -> x1 + m
         | Some f ->
-            use adapted = f m
+            use adapted = f x1 m
             use mOut = m + adapted
             x1 + mOut
 
-    member this.Forward(x: torch.Tensor, prefix: Prefix option, adapter: (torch.Tensor -> torch.Tensor) option) =
-        this.Forward(x, prefix, adapter, None)
+    member this.Forward(x: torch.Tensor, prefix: Prefix option, adapter: MlpAdapter option) =
+        this.Forward(x, prefix, adapter, None, None)
 
-    member this.Forward(x: torch.Tensor, prefix: Prefix option) = this.Forward(x, prefix, None, None)
-    override this.forward(x) = this.Forward(x, None, None, None)
+    member this.Forward(x: torch.Tensor, prefix: Prefix option) = this.Forward(x, prefix, None, None, None)
+    override this.forward(x) = this.Forward(x, None, None, None, None)
 
 /// timm's VisionTransformer (class token, learned absolute position embedding, final norm,
 /// linear head on the final-norm class token). Parameter names are timm's checkpoint keys.
@@ -227,13 +269,16 @@ type VisionTransformer(config: VitConfig) as this =
         if s.Length <> 4 || s[1] <> int64 c.InChannels || s[2] <> int64 c.ImageSize || s[3] <> int64 c.ImageSize then
             Errors.fail "input: expected images of shape [N, %d, %d, %d], got %s" c.InChannels c.ImageSize c.ImageSize (Prompting.Tensors.HostTensor.shapeText s)
 
-    /// Patch tokens with the class token prepended and position embeddings added: (B, 1+G², D).
-    member this.Embed(images: torch.Tensor) =
+    /// Patch tokens with the class token prepended and position embeddings added: (B, 1+G², D);
+    /// a modulation acts on the patch projection's output (SSF).
+    member this.Embed(images: torch.Tensor, modulation: Modulation option) =
         this.CheckImages images
-        use patches = patch_embed.forward images
+        use patches = Modulation.apply modulation PatchProjection (patch_embed.forward images)
         use cls = this.ClassToken.expand (images.shape[0], -1L, -1L)
         use tokens = torch.cat ([| cls; patches |], 1L)
         tokens + this.PositionEmbedding
+
+    member this.Embed(images: torch.Tensor) = this.Embed(images, None)
 
     /// Runs blocks [first, stop) on tokens that have been through blocks [0, first), consulting
     /// the hook before each. `lastRows`, asked after the hook of block stop − 1, restricts that
@@ -248,16 +293,19 @@ type VisionTransformer(config: VitConfig) as this =
                 | Some h -> h i x
                 | None -> BlockInput.plain x
             let rows = if i = stop - 1 then lastRows |> Option.map (fun f -> f ()) else None
-            let next = blocks[i].Forward(input.Tokens, input.Prefix, input.MlpAdapter, rows)
+            let next = blocks[i].Forward(input.Tokens, input.Prefix, input.MlpAdapter, input.Modulation, rows)
             if not (obj.ReferenceEquals(input.Tokens, x)) then input.Tokens.Dispose()
             x.Dispose()
             x <- next
         x
 
     /// Blocks [first, Depth) as in Blocks, then the final norm: (B, N', D), or (B, rows, D).
-    member this.ForwardFrom(tokens: torch.Tensor, first: int, hook: BlockHook option, lastRows: (unit -> Rows) option) =
+    member this.ForwardFrom(tokens: torch.Tensor, first: int, hook: BlockHook option, lastRows: (unit -> Rows) option, modulation: Modulation option) =
         use x = this.ForwardBlocks(tokens, first, c.Depth, hook, lastRows)
-        norm.forward x
+        Modulation.apply modulation FinalNorm (norm.forward x)
+
+    member this.ForwardFrom(tokens: torch.Tensor, first: int, hook: BlockHook option, lastRows: (unit -> Rows) option) =
+        this.ForwardFrom(tokens, first, hook, lastRows, None)
 
     /// Runs the blocks (consulting the hook before each) and the final norm: (B, N', D).
     member this.ForwardTokens(tokens: torch.Tensor, hook: BlockHook option) = this.ForwardFrom(tokens, 0, hook, None)
