@@ -218,6 +218,30 @@ let tests =
               Expect.notEqual moved["head.fc.weight"].Values firstHead "while every-task adaptation moves them"
           }
 
+          test "APER and RanPAC through the engine: the adapter learns on task 1 only, the calibrated head predicts" {
+              let smallRidge = RandomProjectionRidge { Method.ranpacRidge with ProjectionSize = 64 }
+              for m in [ Methods.aperAdapter; Methods.aperSsf; { Methods.ranpac with Calibration = smallRidge } ] do
+                  let dir = tempDir ()
+                  let outcome = run (config m) dir ignore
+                  let after t = Prompting.Tensors.Safetensors.read (Run.taskStateFile dir t) |> Map.ofList
+                  let first, second = after 0, after 1
+                  let trained = first |> Map.filter (fun name _ -> name.StartsWith "parallel_adapters." || name.StartsWith "ssf.")
+                  Expect.isNonEmpty trained (m.Name + ": the module is saved")
+                  for KeyValue(name, t) in trained do
+                      Expect.equal second[name].Values t.Values (sprintf "%s: %s unchanged by task 2" m.Name name)
+                  let initial = PromptedModel.build m (TaskLayout.uniform 2 10) (Checkpoint.load checkpoint.Value LoadOptions.defaults)
+                  let moved =
+                      [ for struct (name, p) in initial.named_parameters () do
+                            if trained.ContainsKey name && (Prompting.Tests.Fixtures.host p).Values <> trained[name].Values then yield name ]
+                  Expect.isNonEmpty moved (m.Name + ": task 1 trained the module")
+                  Expect.equal (outcome.Progress.EpochLosses |> List.map List.length) [ 2; 2 ] (m.Name + ": epochs recorded for both tasks")
+                  Expect.isTrue (outcome.Progress.EpochLosses[1] |> List.forall System.Double.IsNaN) (m.Name + ": no step on task 2")
+                  let last = outcome.Progress.Evaluations |> List.last
+                  let accuracy = last |> List.averageBy (fun e -> e.ClassIncremental)
+                  // Ten classes in all: chance is 10 %; class means of the synthetic classes do far better.
+                  Expect.isGreaterThan accuracy 30.0 (m.Name + ": the calibrated head predicts every class seen")
+          }
+
           test "a trainable part that gets no gradient is an error naming it and its part" {
               // L2P with a parameter-free prototype head: the loss cannot reach the prompts.
               let broken = { (config Methods.l2p).Method with Name = "l2p-prototypes"; Head = PrototypeHead }

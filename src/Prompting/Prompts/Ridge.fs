@@ -77,9 +77,10 @@ type RidgeReadout(settings: RidgeRegression, width: int, classes: int) as this =
         torch.mm (h, wt)
 
     /// Keeps a batch of the current task's features and labels for the end of the task.
+    /// They outlive the caller's dispose scope (the engine's per-batch scope), so they leave it.
     member _.Observe(features: torch.Tensor, labels: torch.Tensor) =
-        pendingFeatures.Add(features.detach().clone ())
-        pendingLabels.Add(labels.``to``(torch.int64).cpu ())
+        pendingFeatures.Add(features.detach().clone().DetachFromDisposeScope())
+        pendingLabels.Add(labels.``to``(torch.int64).cpu().clone().DetachFromDisposeScope())
 
     /// Adds the task's features to G and Q, chooses λ on them (in a seeded shuffled order, as the
     /// official loader's), and solves for the readout over everything seen.
