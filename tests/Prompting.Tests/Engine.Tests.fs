@@ -139,17 +139,36 @@ let tests =
                   let target = Path.Combine(beforeEnd, Path.GetRelativePath(dir, f))
                   Directory.CreateDirectory(Path.GetDirectoryName target) |> ignore
                   File.Copy(f, target)
+              let counts d t = ExactFile.read (Run.lifecycleFile d t) |> List.find (fun (n, _) -> n = "head.counts") |> fun (_, c) -> Array.sum c.Values
+              Expect.equal (counts beforeEnd 0) 24.0 "statistics of task 1's 24 images"
               let resumed = run cfg dir ignore
               Expect.equal resumed.Progress.Evaluations reference.Progress.Evaluations "same accuracy matrix after the end-of-task pass is redone"
+              Expect.isFalse (File.Exists(Run.lifecycleFile dir 0)) "once task 2 is committed, task 1's lifecycle state is not kept"
               // The same kill, but after the task's lifecycle and trainable state were written and
               // before its progress: the pass starts again from task 1's state, not on top of task 2's.
               for f in [ Run.lifecycleFile beforeEnd 1; Run.taskStateFile beforeEnd 1 ] do
                   File.Copy(Path.Combine(dir, Path.GetRelativePath(beforeEnd, f)), f, true)
               let again = run cfg beforeEnd ignore
               Expect.equal again.Progress.Evaluations reference.Progress.Evaluations "same accuracy matrix again"
-              let counts d t = ExactFile.read (Run.lifecycleFile d t) |> List.find (fun (n, _) -> n = "head.counts") |> fun (_, c) -> Array.sum c.Values
-              Expect.equal (counts dir 0, counts dir 1) (24.0, 48.0) "statistics of task 1's 24 images, then of all 48"
+              Expect.equal (counts dir 1) 48.0 "then of all 48"
               Expect.equal (counts beforeEnd 1) 48.0 "no image counted twice"
+          }
+
+          test "a ridge head resumes exactly after a kill anywhere: projection, Gram and target matrices" {
+              let smallRidge = RandomProjectionRidge { Method.ranpacRidge with ProjectionSize = 48 }
+              let cfg = config { Methods.ranpac with Calibration = smallRidge }
+              let reference = run cfg (tempDir ()) ignore
+              for point in [ "task 1 epoch 1/2"; "task 1 epoch 2/2"; "after task 1"; "task 2 epoch 1/2"; "task 2 epoch 2/2" ] do
+                  let dir = tempDir ()
+                  let killer (line: string) = if line.StartsWith point then raise Killed
+                  Expect.throwsT<Killed> (fun () -> run cfg dir killer |> ignore) ("killed at " + point)
+                  let resumed = run cfg dir ignore
+                  Expect.equal resumed.Progress.Evaluations reference.Progress.Evaluations ("same accuracy matrix after a kill at " + point)
+              let dir = tempDir ()
+              run cfg dir ignore |> ignore
+              let saved = ExactFile.read (Run.lifecycleFile dir 1) |> Map.ofList
+              Expect.equal saved["head.ridge.gram"].Shape [| 48L; 48L |] "G is saved exactly"
+              Expect.equal saved["head.ridge.targets"].Shape [| 48L; 4L |] "Q over every class of the synthetic set"
           }
 
           test "format-1 run directories still load and resume; a newer format is refused naming it" {

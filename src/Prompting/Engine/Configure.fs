@@ -80,7 +80,8 @@ module Configure =
     /// The method with what predicts replaced (`--head`).
     let withHead (head: string) (m: Method) =
         match head.Trim().ToLowerInvariant() with
-        | "linear" -> { m with Calibration = TrainedHead; Recalibration = None }
+        // The trained head reads the adapted features only.
+        | "linear" -> { m with Calibration = TrainedHead; Recalibration = None; HeadFeatures = AdaptedFeatures }
         | "prototype" -> { m with Calibration = ClassMeans; Recalibration = None }
         | "ridge" -> { m with Calibration = RandomProjectionRidge Method.ranpacRidge; Recalibration = None }
         | "aligned" -> { m with Calibration = TrainedHead; Recalibration = Some(defaultArg m.Recalibration Methods.vqPrompt.Recalibration.Value) }

@@ -421,6 +421,9 @@ module Run =
                 |> withGuardCounts
             saveProgress ()
             for p in leftovers do try File.Delete(Path.Combine(dir, p)) with _ -> ()
+            // Task t is committed: a resume restores its lifecycle state, never an older one (a ridge
+            // head's Gram matrix is M² floats per task, so older files are not kept).
+            if t > 0 then try File.Delete(lifecycleFile dir (t - 1)) with _ -> ()
             events.TaskDone progress
             log (sprintf "after task %d: accuracy %s" (t + 1) (String.Join(" ", row (fun r -> r.ClassIncremental) |> List.map (sprintf "%.1f"))))
         { Directory = dir; Progress = progress; TrainableParameters = trainable }
