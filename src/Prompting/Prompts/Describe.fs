@@ -29,6 +29,7 @@ module Describe =
             | CosineHead -> "cosine with learnable scale"
         let predicts =
             match m.Calibration, m.Recalibration with
+            | TrainedHead, _ when m.Head = PrototypeHead -> "class means (cosine)"
             | TrainedHead, Some _ -> "aligned (re-trained on class statistics)"
             | TrainedHead, None -> "the trained head"
             | ClassMeans, _ when m.HeadFeatures = PretrainedAndAdapted -> "class means (cosine) of pretrained + adapted features"
@@ -36,6 +37,11 @@ module Describe =
             | RandomProjectionRidge r, _ -> sprintf "ridge on a random projection to %d" r.ProjectionSize
         sprintf "head %s, predicts with %s" trained predicts
 
-    let adaptation (m: Method) = match m.Adaptation with EveryTask -> "adapts every task" | FirstTaskOnly -> "adapts on the first task only"
+    let adaptation (m: Method) =
+        if m.Head = PrototypeHead && not (Method.trainsFeatures m) then "nothing trains"
+        else
+            match m.Adaptation with
+            | EveryTask -> "adapts every task"
+            | FirstTaskOnly -> "adapts on the first task only"
 
     let methodLine (m: Method) = sprintf "%-16s %s; %s; %s" m.Name (head m) (adaptation m) (recipe m.Recipe)
