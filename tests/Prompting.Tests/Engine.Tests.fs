@@ -171,6 +171,19 @@ let tests =
               Expect.equal saved["head.ridge.targets"].Shape [| 48L; 4L |] "Q over every class of the synthetic set"
           }
 
+          test "--head on any method: ridge:M sets the projection, linear predicts from the adapted features" {
+              match (Configure.withHead "ridge:500" Methods.ranpac).Calibration with
+              | RandomProjectionRidge r -> Expect.equal r.ProjectionSize 500 "ridge:500"
+              | other -> failtestf "expected a ridge head, got %A" other
+              let bad = TestSupport.promptingError "ridge:x" (fun () -> Configure.withHead "ridge:x" Methods.ranpac |> ignore)
+              TestSupport.expectMessage bad [ "--head ridge:x"; "positive integer" ] "one line naming the option"
+              let trainedAper = Configure.withHead "linear" Methods.aperAdapter
+              Expect.equal trainedAper.HeadFeatures AdaptedFeatures "the trained cosine head reads g(x) only"
+              Method.checkComposition trainedAper
+              let ridgeL2p = Configure.withAdaptation "first-task" (Configure.withHead "ridge:64" Methods.l2p)
+              Method.checkComposition ridgeL2p
+          }
+
           test "format-1 run directories still load and resume; a newer format is refused naming it" {
               let cfg = config Methods.linear
               let dir = tempDir ()

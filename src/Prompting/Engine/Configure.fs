@@ -84,8 +84,13 @@ module Configure =
         | "linear" -> { m with Calibration = TrainedHead; Recalibration = None; HeadFeatures = AdaptedFeatures }
         | "prototype" -> { m with Calibration = ClassMeans; Recalibration = None }
         | "ridge" -> { m with Calibration = RandomProjectionRidge Method.ranpacRidge; Recalibration = None }
+        | ridge when ridge.StartsWith "ridge:" ->
+            match System.Int32.TryParse(ridge.Substring 6) with
+            | true, size when size > 0 ->
+                { m with Calibration = RandomProjectionRidge { Method.ranpacRidge with ProjectionSize = size }; Recalibration = None }
+            | _ -> Errors.fail "--head %s: the projection size after ridge: must be a positive integer (ridge:10000 is RanPAC's)" head
         | "aligned" -> { m with Calibration = TrainedHead; Recalibration = Some(defaultArg m.Recalibration Methods.vqPrompt.Recalibration.Value) }
-        | other -> Errors.fail "--head %s: expected linear, prototype, ridge or aligned" other
+        | other -> Errors.fail "--head %s: expected linear, prototype, ridge, ridge:M (a projection to M) or aligned" other
 
     /// The method with when it learns replaced (`--adapt`).
     let withAdaptation (adapt: string) (m: Method) =
