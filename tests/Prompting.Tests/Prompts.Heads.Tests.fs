@@ -29,6 +29,13 @@ let tests =
               Expect.isLessThan (relativeError (values w2) [| 0.5f; 2.0f / 3.0f |]) 1e-6 "λ = 2"
           }
 
+          test "a singular system is one line naming λ, not a native failure" {
+              use g = torch.zeros (3L, 3L)
+              use q = torch.ones (3L, 2L)
+              let message = TestSupport.promptingError "singular" (fun () -> Ridge.solve g q 0.0 |> ignore)
+              TestSupport.expectMessage message [ "ridge head"; "singular"; "λ = 0" ] "says what and where"
+          }
+
           test "the regulariser RanPAC's rule chooses: tiny for exact targets, large for pure noise" {
               torch.manual_seed 8L |> ignore
               use h = torch.randn (200L, 16L)

@@ -10,7 +10,10 @@ module Ridge =
     let solve (g: torch.Tensor) (q: torch.Tensor) (lambda: float) =
         use eye = torch.eye (g.shape[0], dtype = g.dtype, device = g.device)
         use regularised = g + eye * lambda
-        use w = torch.linalg.solve (regularised, q)
+        use w =
+            try torch.linalg.solve (regularised, q)
+            with e when e.Message.Contains "singular" ->
+                Errors.fail "ridge head: G + λI is singular at λ = %g (%d x %d); the readout cannot be solved, choose regularisers of at least 1e-8 (RanPAC's 10^-8 .. 10^8)" lambda g.shape[0] g.shape[0]
         w.t().contiguous ()
 
     /// RanPAC's choice of the regulariser: for each λ = 10^k, fit on the first ⌊fraction · n⌋ rows of
