@@ -183,7 +183,13 @@ let private numel (ps: (string * torch.Tensor) seq) = ps |> Seq.sumBy (fun (_, p
 // Built once per method and shared by the checks that only read a model (shapes, permutation,
 // parameter accounting, and the state file that other rows must refuse to load).
 
-let private methods = Methods.all tasks
+/// Every named method, and calibrated heads on prompt methods (a composition no reference offers).
+let private methods =
+    let smallRidge = RandomProjectionRidge { Method.ranpacRidge with ProjectionSize = 64 }
+    Methods.all tasks
+    @ [ { Methods.l2p with Name = "l2p+ridge"; Calibration = smallRidge; Adaptation = FirstTaskOnly }
+        { Methods.codaPrompt with Name = "coda-prompt+class-means"; Calibration = ClassMeans }
+        { (Methods.dualPrompt tasks) with Name = "dualprompt+aper-features"; Calibration = ClassMeans; HeadFeatures = PretrainedAndAdapted } ]
 
 let private shared = methods |> List.map (fun m -> m.Name, lazy (build m)) |> dict
 
