@@ -86,7 +86,9 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
         | Components _ -> new ComponentSource(shapeOf g)
         | Quantised _ -> new QuantisedSource(shapeOf g)
     let groups = new PromptGroups([ for g in method.Groups -> g, makeSource g ])
-    let head = new ClassifierHead(method.Head, c.Width, TaskLayout.total layout, method.VptHeadInit, method.Recalibration, method.Calibration)
+    let head =
+        new ClassifierHead(method.Head, c.Width, TaskLayout.total layout, method.VptHeadInit, method.Recalibration, method.Calibration,
+                           ?truncatedNormal = method.HeadTruncatedNormal)
     let adapters = method.AdapterReduction |> Option.map (fun r -> new Adapters(c.Width, c.Depth, r))
     let needsQuery = groups.Sources |> List.exists (fun (_, s) -> s.NeedsQuery)
     /// Blocks of the un-prompted backbone the query pass runs (all of them in the references).
