@@ -172,7 +172,10 @@ let private numel (ps: (string * torch.Tensor) seq) = ps |> Seq.sumBy (fun (_, p
 // Built once per method and shared by the checks that only read a model (shapes, permutation,
 // parameter accounting, and the state file that other rows must refuse to load).
 
-let private methods = Methods.all tasks
+/// Every named method, and a prompt method whose head is re-aligned (`--head aligned`).
+let private methods =
+    Methods.all tasks
+    @ [ { Prompting.Engine.Configure.withHead "aligned" Methods.codaPrompt with Name = "coda-prompt+aligned" } ]
 
 let private shared = methods |> List.map (fun m -> m.Name, lazy (build m)) |> dict
 

@@ -68,10 +68,11 @@ type ClassifierHead(kind: HeadKind, width: int, classes: int, vptInit: bool, rec
     /// Whether something other than the trained head predicts once a task has ended (an aligned
     /// head is the trained head, re-trained).
     let predictsApart = match calibration with TrainedHead | AlignedHead _ -> false | _ -> true
-    /// SLCA's initialisation of (a draw of) the final layer: truncated normal, bias 0.
+    /// SLCA's initialisation of (a draw of) the final layer: truncated normal (timm's trunc_normal_,
+    /// cut at ±2 absolute), bias 0.
     let truncatedNormalInit (weight: torch.Tensor) (bias: torch.Tensor) (std: float) =
         use _ = torch.no_grad ()
-        torch.nn.init.trunc_normal_ (weight, 0.0, std, -2.0, 2.0) |> ignore
+        Prompting.Vit.Init.truncatedNormal weight std
         bias.zero_ () |> ignore
     do
         if classes <= 0 then Errors.fail "a classifier needs at least one class, got %d" classes
