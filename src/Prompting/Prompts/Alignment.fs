@@ -239,12 +239,9 @@ type HeadAlignment(config: ClassAlignment, parameters: (string * Modules.Paramet
 
     /// Statistics, the classes seen after each task, and the snapshot (float32 values, exact).
     member _.State() : (string * ExactTensor) list =
-        let exact (t: torch.Tensor) =
-            use host = t.cpu().to_type torch.float64
-            { Shape = t.shape; Values = host.data<double>().ToArray() }
         stats.ToExact()
         @ (if seenAfter.IsEmpty then [] else [ "seen_after", { Shape = [| int64 seenAfter.Length |]; Values = [| for s in seenAfter -> float s |] } ])
-        @ [ for name, t in snapshot -> "snapshot." + name, exact t ]
+        @ [ for name, t in snapshot -> "snapshot." + name, ExactState.ofTensor t ]
 
     member _.Restore(state: (string * ExactTensor) list) =
         stats.LoadExact [ for k, t in state do if not (k.StartsWith "snapshot.") && k <> "seen_after" then yield k, t ]
@@ -255,7 +252,7 @@ type HeadAlignment(config: ClassAlignment, parameters: (string * Modules.Paramet
             [ for name, p in parameters do
                   match table.TryFind("snapshot." + name) with
                   | Some t when t.Shape = p.shape ->
-                      yield name, torch.tensor(t.Values |> Array.map float32, System.ReadOnlySpan<int64> t.Shape).``to``(p.device).DetachFromDisposeScope()
+                      yield name, ExactState.toFloat32 p.device t
                   | Some t -> Errors.fail "aligned head: saved snapshot of %s has shape %A, the head's is %A" name t.Shape p.shape
                   | None -> () ]
         if not snapshot.IsEmpty && snapshot.Length <> parameters.Length then

@@ -116,15 +116,12 @@ type RidgeReadout(settings: RidgeRegression, width: int, classes: int) as this =
 
     /// G and Q (exact: float32 values in float64).
     member _.State() : (string * ExactTensor) list =
-        let exact (t: torch.Tensor) =
-            use host = t.cpu().to_type torch.float64
-            { Shape = t.shape; Values = host.data<double>().ToArray() }
-        if isNull gram then [] else [ "gram", exact gram; "targets", exact targets ]
+        if isNull gram then [] else [ "gram", ExactState.ofTensor gram; "targets", ExactState.ofTensor targets ]
 
     member this.Restore(state: (string * ExactTensor) list) =
         let table = Map.ofList state
         let device = (this.get_buffer "readout").device
-        let load (t: ExactTensor) = torch.tensor(t.Values |> Array.map float32, System.ReadOnlySpan<int64> t.Shape).``to`` device
+        let load = ExactState.toFloat32 device
         match table.TryFind "gram", table.TryFind "targets" with
         | Some g, Some q when g.Shape = [| m; m |] && q.Shape.Length = 2 && q.Shape[0] = m ->
             gram <- load g
