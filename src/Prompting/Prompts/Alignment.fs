@@ -184,9 +184,10 @@ module Alignment =
 /// An aligned head's lifecycle (SLCA): class statistics gathered when each task ends, the head's
 /// parameters as they were before the alignment (restored when the next task begins), and the
 /// classes seen after each task (task blocks for the shrink and the logit normalisation).
-/// `classRows` are the parameters whose rows are classes (the final linear layer's weight and bias).
-type HeadAlignment(config: ClassAlignment, parameters: (string * Modules.Parameter) list,
-                   classRows: Modules.Parameter list, initialiseRows: int -> unit) =
+/// `parameters` gives the head's parameters by name when called (moving a module to a device
+/// replaces them); `classRows` names those whose rows are classes (the final layer's weight, bias).
+type HeadAlignment(config: ClassAlignment, parameters: unit -> (string * Modules.Parameter) list,
+                   classRows: string list, initialiseRows: int -> unit) =
     let stats = ClassGaussians(match config.Covariance with FullCovariance _ -> true | DiagonalCovariance _ -> false)
     let mutable seenAfter: int list = []
     let mutable snapshot: (string * torch.Tensor) list = []
@@ -197,19 +198,11 @@ type HeadAlignment(config: ClassAlignment, parameters: (string * Modules.Paramet
     /// The head before the last alignment (empty before the first task ended).
     member _.Snapshot = snapshot
 
-    member private _.Put(saved: (string * torch.Tensor) list) =
-        use _ = torch.no_grad ()
-        let table = Map.ofList saved
-        for name, p in parameters do
-            match table.TryFind name with
-            | Some t -> p.copy_ t |> ignore
-            | None -> ()
-
     member _.BeginTask() =
         if config.RestoreBeforeNextTask && not snapshot.IsEmpty then
             use _ = torch.no_grad ()
             let table = Map.ofList snapshot
-            for name, p in parameters do p.copy_ table[name] |> ignore
+            for name, p in parameters () do p.copy_ table[name] |> ignore
         if config.FreezeEarlierHeads then initialiseRows (match seenAfter with [] -> 0 | s -> List.last s)
 
     member _.Observe(features: torch.Tensor, labels: torch.Tensor) = stats.Add(features, labels)
@@ -221,20 +214,20 @@ type HeadAlignment(config: ClassAlignment, parameters: (string * Modules.Paramet
         if config.FreezeEarlierHeads && first > 0 && not snapshot.IsEmpty then
             use _ = torch.no_grad ()
             let table = Map.ofList snapshot
-            for name, p in parameters do
-                if classRows |> List.exists (fun r -> obj.ReferenceEquals(r, p)) then
+            for name, p in parameters () do
+                if List.contains name classRows then
                     (p.narrow (0, 0L, int64 first)).copy_ (table[name].narrow (0, 0L, int64 first)) |> ignore
         seenAfter <- seenAfter @ [ ending.SeenClasses ]
         for _, t in snapshot do t.Dispose()
-        snapshot <- [ for name, p in parameters -> name, p.detach().clone().DetachFromDisposeScope() ]
+        snapshot <- [ for name, p in parameters () -> name, p.detach().clone().DetachFromDisposeScope() ]
         if ending.Task >= 1 && config.Epochs > 0 then
             let blocks = Alignment.blocks seenAfter
             let classes =
                 [ for c in stats.Classes do
                       if c < ending.SeenClasses then
                           yield c, (if config.ShrinkOlderMeans then Alignment.shrink (Alignment.taskOf seenAfter c) ending.Task else 1.0) ]
-            let device = (snd parameters.Head).device
-            Alignment.train config forward (parameters |> List.map snd) ending.SeenClasses blocks (fun _ -> Alignment.sample config stats classes device)
+            let trained = parameters () |> List.map snd
+            Alignment.train config forward trained ending.SeenClasses blocks (fun _ -> Alignment.sample config stats classes trained.Head.device)
             |> ignore
 
     /// Statistics, the classes seen after each task, and the snapshot (float32 values, exact).
@@ -248,12 +241,13 @@ type HeadAlignment(config: ClassAlignment, parameters: (string * Modules.Paramet
         let table = Map.ofList state
         seenAfter <- match table.TryFind "seen_after" with Some s -> [ for v in s.Values -> int v ] | None -> []
         for _, t in snapshot do t.Dispose()
+        let current = parameters ()
         snapshot <-
-            [ for name, p in parameters do
+            [ for name, p in current do
                   match table.TryFind("snapshot." + name) with
                   | Some t when t.Shape = p.shape ->
                       yield name, ExactState.toFloat32 p.device t
                   | Some t -> Errors.fail "aligned head: saved snapshot of %s has shape %A, the head's is %A" name t.Shape p.shape
                   | None -> () ]
-        if not snapshot.IsEmpty && snapshot.Length <> parameters.Length then
-            Errors.fail "aligned head: saved snapshot has %d of the head's %d parameters" snapshot.Length parameters.Length
+        if not snapshot.IsEmpty && snapshot.Length <> current.Length then
+            Errors.fail "aligned head: saved snapshot has %d of the head's %d parameters" snapshot.Length current.Length

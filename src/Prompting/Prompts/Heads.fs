@@ -125,8 +125,9 @@ type ClassifierHead(kind: HeadKind, width: int, classes: int, vptInit: bool, rec
         | _ -> ()
     let alignment =
         match calibration, fc with
-        | AlignedHead config, Some fc ->
-            Some(HeadAlignment(config, [ for struct (name, p) in this.named_parameters () -> name, p ], [ fc.weight; fc.bias ], redrawRows))
+        | AlignedHead config, Some _ ->
+            // By name, when needed: moving the head to a device replaces its parameters.
+            Some(HeadAlignment(config, (fun () -> [ for struct (name, p) in this.named_parameters () -> name, p ]), [ "fc.weight"; "fc.bias" ], redrawRows))
         | _ -> None
     let needsStatistics = kind = PrototypeHead || recalibration.IsSome || calibration = ClassMeans
     let atTaskEnd = if needsStatistics || ridge.IsSome || alignment.IsSome then FeaturePass else NothingAtTaskEnd
