@@ -168,8 +168,8 @@ type RunArgs =
     interface IArgParserTemplate with
         member this.Usage =
             match this with
-            | Head _ -> "what predicts: linear (the trained head), prototype (class means), ridge or ridge:M (a random projection to M = 10000, or M, + ridge regression, RanPAC) or aligned (head re-trained on sampled class statistics); the loss still trains the method's own head."
-            | Adapt _ -> "when the trainable parts learn: every-task (default) or first-task (frozen after it, as APER and RanPAC)."
+            | Head _ -> "what predicts: linear (the trained head), prototype (class means), ridge or ridge:M (a random projection to M = 10000, or M, + ridge regression, RanPAC) or aligned (head re-trained on sampled class statistics: the method's own alignment, else SLCA's); the loss still trains the method's own head."
+            | Adapt _ -> "when the trainable parts learn: every-task (default), first-task (frozen after it, as APER and RanPAC) or slow-learner (every task, all but the head at 1/100 of the head's rate, as SLCA)."
             | Accept_Recipe_Change -> "resume although --lr, --epochs, --batch-size or --bf16 differ from the run's recipe (recorded in config.json and the log)."
             | Method _ -> "prompt method or baseline (see `prompting methods`)."
             | Benchmark _ -> "a registered benchmark: imagenet-r, cifar100, domainnet, ... (see `prompting benchmarks`)."

@@ -149,6 +149,13 @@ let tests =
               Expect.equal rows["coda-prompt"].[0] 3_840_000L "coda-prompt"
               Expect.equal rows["full"].[1] 85_798_656L "full fine-tuning trains the whole backbone"
               Expect.equal rows["simplecil"] [| 0L; 0L; 0L; 0L |] "SimpleCIL trains nothing"
+              // SLCA: the whole backbone and one head over the 100 classes (SLCA's per-task heads, concatenated).
+              Expect.equal rows["slca"] [| 0L; 85_798_656L; 76_900L; 85_875_556L |] "slca"
+              let code2, details, err2 = runCli [ "methods"; "--details" ]
+              Expect.equal code2 0 err2
+              let slca = details.Split('\n') |> Array.find (fun l -> l.StartsWith "slca ")
+              for fragment in [ "aligned"; "full covariance"; "logit norm 0.1"; "SGD(momentum 0.9) lr 0.0001 (head 0.01)"; "x0.1 at epochs 18" ] do
+                  Expect.stringContains slca fragment "`prompting methods --details` shows slca's head and schedule"
           }
 
           test "benchmarks lists every benchmark" {

@@ -184,6 +184,28 @@ let tests =
               Method.checkComposition ridgeL2p
           }
 
+          test "an aligned head (slca) resumes exactly: killed mid-task, before and after its end-of-task work" {
+              let slca =
+                  { Methods.slca with
+                      Calibration = AlignedHead { Method.slcaAlignment with SamplesPerClass = 8; BatchSize = 8; Epochs = 2 } }
+              let cfg = { config slca with Method = { (config slca).Method with Recipe = { (config slca).Method.Recipe with LearningRate = 1e-3; HeadLearningRate = Some 0.01 } } }
+              let referenceDir = tempDir ()
+              let reference = run cfg referenceDir ignore
+              // The lifecycle state after the last task and the aligned head that predicts.
+              let final d =
+                  (ExactFile.read (Run.lifecycleFile d 1) |> List.map (fun (n, t) -> n, t.Values)),
+                  (Safetensors.read (Run.taskStateFile d 1) |> List.filter (fun (n, _) -> n.StartsWith "head.") |> List.map (fun (n, t) -> n, t.Values))
+              let names = fst (final referenceDir) |> List.map fst
+              Expect.containsAll names [ "head.alignment.second"; "head.alignment.seen_after"; "head.alignment.snapshot.fc.weight" ] "statistics and snapshot saved per task"
+              for kill in [ "task 1 epoch 1/2"; "task 2 epoch 1/2"; "task 2 epoch 2/2" ] do
+                  let dir = tempDir ()
+                  Expect.throwsT<Killed> (fun () -> run cfg dir (fun line -> if line.StartsWith kill then raise Killed) |> ignore) kill
+                  let resumed = run cfg dir ignore
+                  Expect.equal resumed.Progress.Evaluations reference.Progress.Evaluations (kill + ": same accuracy matrix")
+                  Expect.equal resumed.Progress.EpochLosses reference.Progress.EpochLosses (kill + ": same losses")
+                  Expect.equal (final dir) (final referenceDir) (kill + ": identical statistics, snapshot and aligned head")
+          }
+
           test "format-1 run directories still load and resume; a newer format is refused naming it" {
               let cfg = config Methods.linear
               let dir = tempDir ()

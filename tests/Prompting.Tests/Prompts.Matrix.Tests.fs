@@ -189,7 +189,8 @@ let private methods =
     Methods.all tasks
     @ [ { Methods.l2p with Name = "l2p+ridge"; Calibration = smallRidge; Adaptation = FirstTaskOnly }
         { Methods.codaPrompt with Name = "coda-prompt+class-means"; Calibration = ClassMeans }
-        { (Methods.dualPrompt tasks) with Name = "dualprompt+aper-features"; Calibration = ClassMeans; HeadFeatures = PretrainedAndAdapted } ]
+        { (Methods.dualPrompt tasks) with Name = "dualprompt+aper-features"; Calibration = ClassMeans; HeadFeatures = PretrainedAndAdapted }
+        { Prompting.Engine.Configure.withHead "aligned" Methods.codaPrompt with Name = "coda-prompt+aligned" } ]
 
 let private shared = methods |> List.map (fun m -> m.Name, lazy (build m)) |> dict
 

@@ -40,9 +40,10 @@ type RunRequest =
       QueryDepth: int option
       /// Overrides what predicts: linear (the trained head), prototype (class means), ridge
       /// (RanPAC's random projection and ridge regression) or aligned (head re-trained on sampled
-      /// class statistics, VQ-Prompt's recalibration).
+      /// class statistics: the method's own alignment, else SLCA's).
       Head: string option
-      /// Overrides when the trainable parts learn: every-task or first-task.
+      /// Overrides when the trainable parts learn: every-task, first-task or slow-learner (every
+      /// task, all but the head at 1/100 of the head's rate, as SLCA).
       Adapt: string option
       Seed: int option
       SkipCorrupt: bool option
@@ -89,7 +90,13 @@ module Configure =
             | true, size when size > 0 ->
                 { m with Calibration = RandomProjectionRidge { Method.ranpacRidge with ProjectionSize = size }; Recalibration = None }
             | _ -> Errors.fail "--head %s: the projection size after ridge: must be a positive integer (ridge:10000 is RanPAC's)" head
-        | "aligned" -> { m with Calibration = TrainedHead; Recalibration = Some(defaultArg m.Recalibration Methods.vqPrompt.Recalibration.Value) }
+        // The method's own aligned head when it has one (SLCA's alignment, VQ-Prompt's
+        // recalibration), else SLCA's classifier alignment with the official settings.
+        | "aligned" ->
+            match m.Calibration, m.Recalibration with
+            | AlignedHead _, _ -> m
+            | _, Some _ -> { m with Calibration = TrainedHead }
+            | _ -> { m with Calibration = AlignedHead Method.slcaAlignment }
         | other -> Errors.fail "--head %s: expected linear, prototype, ridge, ridge:M (a projection to M) or aligned" other
 
     /// The method with when it learns replaced (`--adapt`).
@@ -97,7 +104,13 @@ module Configure =
         match adapt.Trim().ToLowerInvariant() with
         | "every-task" -> { m with Adaptation = EveryTask }
         | "first-task" -> { m with Adaptation = FirstTaskOnly }
-        | other -> Errors.fail "--adapt %s: expected every-task or first-task" other
+        // SLCA's slow learner: every task, everything but the head at 1/100 of the head's rate.
+        | "slow-learner" ->
+            if not (Method.trainsFeatures m) then
+                Errors.fail "--adapt slow-learner: method %s trains nothing besides its head, so there is no slower part" m.Name
+            let head = defaultArg m.Recipe.HeadLearningRate m.Recipe.LearningRate
+            { m with Adaptation = EveryTask; Recipe = { m.Recipe with HeadLearningRate = Some head; LearningRate = head / 100.0 } }
+        | other -> Errors.fail "--adapt %s: expected every-task, first-task or slow-learner" other
 
     let resolve (r: RunRequest) : PreparedRun =
         let b = r.Base

@@ -88,7 +88,7 @@ module Run =
 
     /// Method fields added within format 2; absent, they read as the plain method's values (no
     /// parallel adapter, no SSF, a head that reads the adapted features): what earlier runs did.
-    let private addedMethodFields = [ "ParallelAdapter"; "ScaleShift"; "HeadFeatures" ]
+    let private addedMethodFields = [ "ParallelAdapter"; "ScaleShift"; "HeadFeatures"; "HeadTruncatedNormal" ]
 
     let private fillMethodFields (o: Text.Json.Nodes.JsonObject) =
         match o["Config"] with

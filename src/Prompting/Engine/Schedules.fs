@@ -29,6 +29,8 @@ module Schedules =
             else cosine final (float warmup)
         | QuarterCosine ->
             if t.Epochs <= 1 then rate else rate * cos (99.0 * Math.PI * position / (200.0 * float (t.Epochs - 1)))
+        | MultiStep(milestones, factor) ->
+            rate * (factor ** float (milestones |> List.filter (fun m -> m <= epoch) |> List.length))
 
     let optimizer (t: Training) (parameters: Modules.Parameter seq) (rate: float) : torch.optim.Optimizer =
         let ps = Array.ofSeq parameters

@@ -166,6 +166,39 @@ type RidgeRegression =
       /// candidate; the rest scores it by mean squared error (RanPAC: 0.8).
       FitFraction: float }
 
+/// How an aligned head keeps the Gaussian of each class's features.
+type FeatureCovariance =
+    /// SLCA: the full covariance (unbiased, as torch.cov) plus `ridge`·I, from float64 sums.
+    | FullCovariance of ridge: float
+    /// VQ-Prompt's kind: the per-dimension (population) variance plus `floor`.
+    | DiagonalCovariance of floor: float
+
+/// SLCA's classifier alignment: after each task from the second on, the head alone is re-trained
+/// on features sampled from the class-wise Gaussians of every class seen (statistics taken once,
+/// when a class's task ends). SGD with momentum, cosine over `Epochs` per epoch; each epoch draws
+/// `SamplesPerClass` per class, shuffles them and steps through them in batches of `BatchSize`.
+type ClassAlignment =
+    { Covariance: FeatureCovariance
+      SamplesPerClass: int
+      BatchSize: int
+      Epochs: int
+      LearningRate: float
+      Momentum: float
+      WeightDecay: float
+      /// The official code's rule (not in the paper): the mean of a class of task k is scaled by
+      /// 0.9 + 0.1·(k + 1)/(t + 1) when task t is aligned; the current task's means are kept.
+      ShrinkOlderMeans: bool
+      /// Logit normalisation with temperature τ (SLCA 0.1): CE(z / (n·τ)) with n the mean over
+      /// tasks of the L2 norm of each task's block of logits; None: plain cross-entropy.
+      LogitNormalisation: float option
+      /// SLCA's `fc.recall()`: the aligned head predicts after task t, but task t + 1 trains from
+      /// the head as it was before the alignment.
+      RestoreBeforeNextTask: bool
+      /// SLCA's per-task heads: the rows of classes not yet seen are drawn afresh when a task
+      /// begins, and the rows of earlier tasks are put back after training to their values at the
+      /// task's start (only the current task's head learns; weight decay would shrink the rest).
+      FreezeEarlierHeads: bool }
+
 /// What predicts once a task has ended: the head the loss trained, or a head calibrated from the
 /// features of every class seen, whatever trained the features.
 type Calibration =
@@ -173,6 +206,8 @@ type Calibration =
     /// Cosine similarity to each class's mean feature (SimpleCIL's and APER's rule).
     | ClassMeans
     | RandomProjectionRidge of RidgeRegression
+    /// The trained head, re-trained on sampled class statistics at each task's end (SLCA).
+    | AlignedHead of ClassAlignment
 
 /// AdaptFormer's parallel adapter (APER, RanPAC): per block, the output is
 /// x_a + mlp(norm2 x_a) + Scale · up(dropout(relu(down x_a))) with x_a the attention residual.
@@ -215,6 +250,9 @@ type Method =
       Head: HeadKind
       /// VPT's head initialisation: Kaiming (fan-out) weights and bias −log(0.99/0.01).
       VptHeadInit: bool
+      /// SLCA's head initialisation: truncated-normal weights of this standard deviation (timm's
+      /// trunc_normal_, cut at ±2), bias 0. None: the linear layer's own (uniform) initialisation.
+      HeadTruncatedNormal: float option
       Backbone: BackboneTraining
       /// Bottleneck adapter after each block's MLP with this reduction (VPT's Adapter baseline).
       AdapterReduction: int option
@@ -243,6 +281,22 @@ module Method =
     /// Whether the method adds trainable modules inside the blocks (adapters, SSF).
     let addsBlockModules (m: Method) = m.AdapterReduction.IsSome || m.ParallelAdapter.IsSome || m.ScaleShift.IsSome
 
+    /// SLCA's classifier alignment as its official code runs it (`slca_cifar.json`, `ca_epochs` 5,
+    /// `ca_with_logit_norm` 0.1): full covariance + 1e-4·I, 256 samples per class, SGD 0.01
+    /// momentum 0.9 weight decay 5e-4, the shrink of older means, the stage-1 head restored.
+    let slcaAlignment =
+        { Covariance = FullCovariance 1e-4
+          SamplesPerClass = 256
+          BatchSize = 256
+          Epochs = 5
+          LearningRate = 0.01
+          Momentum = 0.9
+          WeightDecay = 5e-4
+          ShrinkOlderMeans = true
+          LogitNormalisation = Some 0.1
+          RestoreBeforeNextTask = true
+          FreezeEarlierHeads = true }
+
     /// Whether training changes the features the head reads (prompts, adapters, backbone weights).
     let trainsFeatures (m: Method) = not m.Groups.IsEmpty || addsBlockModules m || m.Backbone <> Frozen
 
@@ -263,8 +317,16 @@ module Method =
         | _ -> ()
         if m.Head = PrototypeHead && m.Calibration <> TrainedHead then
             Errors.fail "method %s: predicts with class prototypes already; a calibrated head is for methods that train a head" m.Name
-        if m.HeadFeatures = PretrainedAndAdapted && m.Calibration = TrainedHead then
+        match m.HeadFeatures, m.Calibration with
+        | PretrainedAndAdapted, (TrainedHead | AlignedHead _) ->
             Errors.fail "method %s: the pretrained features beside the adapted ones are read by a calibrated head (class means, ridge), but this method predicts with its trained head" m.Name
+        | _ -> ()
+        match m.Calibration with
+        | AlignedHead _ when m.Recalibration.IsSome ->
+            Errors.fail "method %s: has VQ-Prompt's head recalibration already; an aligned head would re-train the head a second time (use one of them)" m.Name
+        | AlignedHead a when a.SamplesPerClass < 1 || a.BatchSize < 1 || a.Epochs < 0 ->
+            Errors.fail "method %s: the aligned head needs positive samples per class and batch size, and epochs >= 0 (got %d, %d, %d)" m.Name a.SamplesPerClass a.BatchSize a.Epochs
+        | _ -> ()
 
     /// Whether the method's prompt choices can be scored against tasks (one pool entry per task,
     /// trained with the task id): the prompt-choice accuracy is reported for these.

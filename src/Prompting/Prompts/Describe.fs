@@ -9,6 +9,7 @@ module Describe =
         | Cosine final -> sprintf "cosine to %g x %s" final unit
         | WarmupCosine(warmup, final) -> sprintf "%d warm-up epochs, cosine to %g x %s" warmup final unit
         | QuarterCosine -> sprintf "quarter cosine (CODA) %s" unit
+        | MultiStep(milestones, factor) -> sprintf "x%g at epochs %s" factor (milestones |> List.map string |> String.concat ", ")
 
     let recipe (t: Training) =
         let optimizer = match t.Optimizer with Adam -> "Adam" | AdamW -> "AdamW" | Sgd m -> sprintf "SGD(momentum %g)" m
@@ -35,6 +36,10 @@ module Describe =
             | ClassMeans, _ when m.HeadFeatures = PretrainedAndAdapted -> "class means (cosine) of pretrained + adapted features"
             | ClassMeans, _ -> "class means (cosine)"
             | RandomProjectionRidge r, _ -> sprintf "ridge on a random projection to %d" r.ProjectionSize
+            | AlignedHead a, _ ->
+                let covariance = match a.Covariance with FullCovariance _ -> "full" | DiagonalCovariance _ -> "diagonal"
+                sprintf "aligned (re-trained on sampled class statistics, %s covariance%s)" covariance
+                    (match a.LogitNormalisation with Some tau -> sprintf ", logit norm %g" tau | None -> "")
         sprintf "head %s, predicts with %s" trained predicts
 
     let adaptation (m: Method) =

@@ -54,7 +54,7 @@ module HeadCalibration =
 /// evaluation mode). The features it is given are `calibrationWidth` wide: the adapted features
 /// (width D), or the pretrained ones followed by the adapted ones (2·D, APER), of which the trained
 /// head reads the last D.
-type ClassifierHead(kind: HeadKind, width: int, calibrationWidth: int, classes: int, vptInit: bool, recalibration: HeadRecalibration option, calibration: Calibration) as this =
+type ClassifierHead(kind: HeadKind, width: int, calibrationWidth: int, classes: int, vptInit: bool, recalibration: HeadRecalibration option, calibration: Calibration, ?truncatedNormal: float) as this =
     inherit torch.nn.Module<torch.Tensor, torch.Tensor>("ClassifierHead")
     let d, c = int64 width, int64 classes
     let hidden =
@@ -68,6 +68,15 @@ type ClassifierHead(kind: HeadKind, width: int, calibrationWidth: int, classes: 
         | PrototypeHead
         | CosineHead -> None
         | _ -> Some(torch.nn.Linear(d, c))
+    /// Whether something other than the trained head predicts once a task has ended (an aligned
+    /// head is the trained head, re-trained).
+    let predictsApart = match calibration with TrainedHead | AlignedHead _ -> false | _ -> true
+    /// SLCA's initialisation of (a draw of) the final layer: truncated normal (timm's trunc_normal_,
+    /// cut at ±2 absolute), bias 0.
+    let truncatedNormalInit (weight: torch.Tensor) (bias: torch.Tensor) (std: float) =
+        use _ = torch.no_grad ()
+        Prompting.Vit.Init.truncatedNormal weight std
+        bias.zero_ () |> ignore
     do
         if classes <= 0 then Errors.fail "a classifier needs at least one class, got %d" classes
         if calibrationWidth < width then Errors.fail "a classifier of width %d cannot read %d features" width calibrationWidth
@@ -86,12 +95,14 @@ type ClassifierHead(kind: HeadKind, width: int, calibrationWidth: int, classes: 
             use _ = torch.no_grad ()
             torch.nn.init.kaiming_normal_ (fc.weight, mode = torch.nn.init.FanInOut.FanOut) |> ignore
             fc.bias.fill_ ((-(log ((1.0 - 0.01) / 0.01))).ToScalar()) |> ignore
-        | _ -> ()
+        | Some fc -> truncatedNormal |> Option.iter (truncatedNormalInit fc.weight fc.bias)
+        | None -> ()
         match calibration with
         | TrainedHead -> ()
         | ClassMeans -> this.register_buffer ("class_means", torch.zeros (c, int64 calibrationWidth))
-        | RandomProjectionRidge _ -> ()
-        if calibration <> TrainedHead then this.register_buffer ("calibrated", torch.zeros 1L)
+        | RandomProjectionRidge _
+        | AlignedHead _ -> ()
+        if predictsApart then this.register_buffer ("calibrated", torch.zeros 1L)
 
     let ridge =
         match calibration with
@@ -101,8 +112,33 @@ type ClassifierHead(kind: HeadKind, width: int, calibrationWidth: int, classes: 
             Some r
         | _ -> None
     let statistics = ClassStatistics()
+    /// The rows of classes `first` onwards of the final layer drawn afresh, as the head was
+    /// initialised (SLCA's new head for each task).
+    let redrawRows (first: int) =
+        match fc with
+        | Some fc when first < classes ->
+            use _ = torch.no_grad ()
+            use weight = torch.empty_like fc.weight
+            use bias = torch.empty_like fc.bias
+            match truncatedNormal with
+            | Some std -> truncatedNormalInit weight bias std
+            | None ->
+                // The linear layer's own initialisation: U(±1/√fan_in) for weight and bias.
+                let bound = 1.0 / sqrt (float width)
+                weight.uniform_ (-bound, bound) |> ignore
+                bias.uniform_ (-bound, bound) |> ignore
+            let n = int64 (classes - first)
+            (fc.weight.narrow (0, int64 first, n)).copy_ (weight.narrow (0, int64 first, n)) |> ignore
+            (fc.bias.narrow (0, int64 first, n)).copy_ (bias.narrow (0, int64 first, n)) |> ignore
+        | _ -> ()
+    let alignment =
+        match calibration, fc with
+        | AlignedHead config, Some _ ->
+            // By name, when needed: moving the head to a device replaces its parameters.
+            Some(HeadAlignment(config, (fun () -> [ for struct (name, p) in this.named_parameters () -> name, p ]), [ "fc.weight"; "fc.bias" ], redrawRows))
+        | _ -> None
     let needsStatistics = kind = PrototypeHead || recalibration.IsSome || calibration = ClassMeans
-    let atTaskEnd = if needsStatistics || ridge.IsSome then FeaturePass else NothingAtTaskEnd
+    let atTaskEnd = if needsStatistics || ridge.IsSome || alignment.IsSome then FeaturePass else NothingAtTaskEnd
     let mutable fitted = false
 
     member _.Kind = kind
@@ -115,19 +151,23 @@ type ClassifierHead(kind: HeadKind, width: int, calibrationWidth: int, classes: 
     /// The ridge head's state, when the head is calibrated by one.
     member _.Ridge = ridge
 
+    /// The aligned head's statistics and snapshot, when the head is aligned (SLCA).
+    member _.Alignment = alignment
+
     /// Whether a calibrated predictor has been fitted (at the end of a task) and predicts; mirrors
     /// the `calibrated` buffer so that a forward pass reads nothing back from the device.
     member _.Calibrated = fitted
 
     /// Reads the `calibrated` buffer again, after state was loaded into it.
     member this.SyncCalibrated() =
-        fitted <- calibration <> TrainedHead && (this.get_buffer "calibrated").cpu().item<float32> () > 0.0f
+        fitted <- predictsApart && (this.get_buffer "calibrated").cpu().item<float32> () > 0.0f
 
     interface ITaskPart with
-        member _.BeginTask _ = ()
+        member _.BeginTask _ = alignment |> Option.iter (fun a -> a.BeginTask())
         member _.AtTaskEnd = atTaskEnd
         member _.ObserveFeatures(features, labels) =
             if needsStatistics then statistics.Add(features, labels)
+            alignment |> Option.iter (fun a -> a.Observe(features, labels))
             ridge |> Option.iter (fun r -> r.Observe(features, labels))
         member this.EndTask(ending) =
             if kind = PrototypeHead then this.SetPrototypesFrom "prototypes" statistics
@@ -139,15 +179,18 @@ type ClassifierHead(kind: HeadKind, width: int, calibrationWidth: int, classes: 
             | TrainedHead -> ()
             | ClassMeans -> this.SetPrototypesFrom "class_means" statistics
             | RandomProjectionRidge _ -> ridge |> Option.iter (fun r -> r.Fit())
-            if calibration <> TrainedHead then
+            | AlignedHead _ -> alignment |> Option.iter (fun a -> a.EndTask(ending, this.forward))
+            if predictsApart then
                 use _ = torch.no_grad ()
                 (this.get_buffer "calibrated").fill_ (1.0.ToScalar()) |> ignore
                 fitted <- true
         member _.LifecycleState() =
             (if needsStatistics then statistics.ToExact() else [])
             @ (match ridge with Some r -> [ for k, t in r.State() -> "ridge." + k, t ] | None -> [])
+            @ (match alignment with Some a -> [ for k, t in a.State() -> "alignment." + k, t ] | None -> [])
         member _.RestoreLifecycleState state =
-            statistics.LoadExact [ for k, t in state do if not (k.StartsWith "ridge.") then yield k, t ]
+            statistics.LoadExact [ for k, t in state do if not (k.StartsWith "ridge." || k.StartsWith "alignment.") then yield k, t ]
+            alignment |> Option.iter (fun a -> a.Restore [ for k, t in state do if k.StartsWith "alignment." then yield k.Substring 10, t ])
             ridge |> Option.iter (fun r -> r.Restore [ for k, t in state do if k.StartsWith "ridge." then yield k.Substring 6, t ])
 
     /// SimpleCIL: the rows of every class in `stats` become its unit mean feature, in `buffer`.

@@ -40,6 +40,19 @@ module Methods =
                 WeightDecay = 0.001
                 Schedule = WarmupCosine(10, 0.0) }
 
+        /// SLCA's slow learner (`models/slca.py`, `slca_cifar.json`): SGD momentum 0.9, weight decay
+        /// 5e-4, backbone 1e-4 (0.01 × bcb_lrscale 1/100), head 0.01, 20 epochs of 128, ×0.1 from
+        /// epoch 18 (MultiStepLR). ImageNet-R: 50 epochs, milestone 40.
+        let slca =
+            { Training.defaults with
+                Epochs = 20
+                BatchSize = 128
+                LearningRate = 1e-4
+                HeadLearningRate = Some 0.01
+                Optimizer = Sgd 0.9
+                WeightDecay = 5e-4
+                Schedule = MultiStep([ 18 ], 0.1) }
+
         /// Baselines that train backbone weights: Adam 1e-4.
         let backbone = { Training.defaults with LearningRate = 1e-4 }
 
@@ -63,6 +76,7 @@ module Methods =
           HeadInput = ClassToken
           Head = LinearHead
           VptHeadInit = false
+          HeadTruncatedNormal = None
           Backbone = Frozen
           AdapterReduction = None
           TrainingLogits = SeenClasses
@@ -225,6 +239,18 @@ module Methods =
             TrainingLogits = CurrentTaskClasses
             Recipe = Recipes.l2p }
 
+    /// SLCA: the whole backbone learns slowly, each task's head (truncated normal 0.02) on the
+    /// current task's logits; then classifier alignment on class Gaussians from the second task on.
+    /// The pretrained final norm is kept (the official code re-initialises it; see METHODS.md).
+    let slca =
+        { plain "slca" "SLCA: slow learner (backbone 1e-4, head 0.01), classifier alignment on class Gaussians"
+            with
+            Backbone = FullBackbone
+            TrainingLogits = CurrentTaskClasses
+            HeadTruncatedNormal = Some 0.02
+            Calibration = AlignedHead Method.slcaAlignment
+            Recipe = Recipes.slca }
+
     let linear = plain "linear" "Linear probe: head only"
     let full = { plain "full" "Full fine-tuning" with Backbone = FullBackbone; Recipe = Recipes.backbone }
     let partial k =
@@ -285,7 +311,7 @@ module Methods =
         [ vptShallow; vptDeep; l2p; l2pJax; l2pPlusPlus; dualPrompt tasks; dualPromptCoda; codaPrompt; vqPrompt
           dualVq tasks; vptDeepPool
           linear; full; partial 1; mlp 3; bias; adapter; sequential; simpleCil; joint
-          aperAdapter; aperSsf; aperVptShallow; aperVptDeep; aperBitfit; ranpac ]
+          aperAdapter; aperSsf; aperVptShallow; aperVptDeep; aperBitfit; ranpac; slca ]
 
     /// Looks a method up by name; "partial-K" and "mlp-K" take any K.
     let find (name: string) tasks =

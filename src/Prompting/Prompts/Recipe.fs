@@ -14,6 +14,9 @@ type Schedule =
     /// The CODA-Prompt repository's CosineSchedule (also InfLoRA's): at epoch e of K,
     /// rate · cos(99π·e / (200·(K − 1))), a quarter cosine that ends near 1.6 % of the rate, never 0.
     | QuarterCosine
+    /// PyTorch's MultiStepLR: the rate times `factor` for every milestone epoch reached (SLCA:
+    /// ×0.1 from epoch 18 of 20). Milestones count epochs, whatever the schedule unit.
+    | MultiStep of milestones: int list * factor: float
 
 type ScheduleUnit =
     | PerEpoch

@@ -87,7 +87,13 @@ type RidgeReadout(settings: RidgeRegression, width: int, classes: int) as this =
 
     /// Adds the task's features to G and Q, chooses λ on them (in a seeded shuffled order, as the
     /// official loader's), and solves for the readout over everything seen.
-    member this.Fit() =
+    member this.Fit() = this.FitFeatures true
+
+    /// Fit with the features in the order they were observed (a side-by-side test feeding the
+    /// official loader's order).
+    member this.FitInObservedOrder() = this.FitFeatures false
+
+    member private this.FitFeatures(shuffle: bool) =
         use _ = torch.no_grad ()
         if pendingFeatures.Count > 0 then
             use scope = torch.NewDisposeScope()
@@ -107,22 +113,19 @@ type RidgeReadout(settings: RidgeRegression, width: int, classes: int) as this =
                 targets <- (torch.zeros (m, readout.shape[0], device = device)).MoveToOuterDisposeScope()
             gram.add_ (torch.mm (ht, h)) |> ignore
             targets.add_ (torch.mm (ht, y)) |> ignore
-            let order = torch.randperm (h.shape[0], device = device)
+            let order = if shuffle then torch.randperm (h.shape[0], device = device) else torch.arange (h.shape[0], device = device)
             let lambda, _ = Ridge.selectRegulariser settings.RidgeExponents settings.FitFraction (h.index_select (0L, order)) (y.index_select (0L, order))
             chosen <- lambda
             readout.copy_ (Ridge.solve gram targets lambda) |> ignore
 
     /// G and Q (exact: float32 values in float64).
     member _.State() : (string * ExactTensor) list =
-        let exact (t: torch.Tensor) =
-            use host = t.cpu().to_type torch.float64
-            { Shape = t.shape; Values = host.data<double>().ToArray() }
-        if isNull gram then [] else [ "gram", exact gram; "targets", exact targets ]
+        if isNull gram then [] else [ "gram", ExactState.ofTensor gram; "targets", ExactState.ofTensor targets ]
 
     member this.Restore(state: (string * ExactTensor) list) =
         let table = Map.ofList state
         let device = (this.get_buffer "readout").device
-        let load (t: ExactTensor) = torch.tensor(t.Values |> Array.map float32, System.ReadOnlySpan<int64> t.Shape).``to`` device
+        let load = ExactState.toFloat32 device
         match table.TryFind "gram", table.TryFind "targets" with
         | Some g, Some q when g.Shape = [| m; m |] && q.Shape.Length = 2 && q.Shape[0] = m ->
             gram <- load g
