@@ -324,6 +324,7 @@ type SweepArgs =
     | Gres of spec: string
     | Sbatch_Line of line: string
     | Select of fraction: float
+    | Select_Split of name: string
     | [<Rest; CustomCommandLine("--")>] Run_Options of option: string
 
     interface IArgParserTemplate with
@@ -346,6 +347,7 @@ type SweepArgs =
             | Gres _ -> "slurm: --gres (e.g. gpu:1)."
             | Sbatch_Line _ -> "slurm: an extra #SBATCH line (e.g. --qos=long); repeatable."
             | Select _ -> "choose each method's grid point on this held-out fraction of the training data (DIR/selection), then run it on all data with every seed."
+            | Select_Split _ -> "choose each method's grid point on this split of the benchmark (tune: train800 vs val200, FGVC train vs val; DIR/selection), then run it on the final split with every seed (VPT's protocol)."
             | Run_Options _ -> "after --: options of `prompting run` every point shares (benchmark, data, checkpoint, tasks, epochs, ...)."
 
 [<RequireSubcommand>]
