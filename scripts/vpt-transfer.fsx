@@ -30,4 +30,5 @@ Protocol.main "vpt-transfer"
           Tasks = 1
           Scenario = Joint
           Training = Reference.vpt (o.Float("base-lr", 0.25)) (o.Float("weight-decay", 1e-3))
-          Normalisation = Normalised })
+          Normalisation = Normalised
+          ClassOrder = None })
