@@ -140,6 +140,40 @@ let tests =
               expectProtocol sweep "200 classes, 200 train and 200 test images" "200 classes, 400 train and 200 test images"
           }
 
+          test "scripts/vpt-transfer.sweep.json is VPT's search: base rates and weight decays on tune, three seeds" {
+              let file = Path.Combine(root, "scripts", "vpt-transfer.sweep.json")
+              let spec = Prompting.Sweep.Definition.readFile file (Path.Combine(tempDir (), "inline.json"))
+              let numbers (field: string) =
+                  (spec.Grid |> List.find (fun a -> a.Field = field)).Values
+                  |> List.map (fun v -> Double.Parse(v, Globalization.CultureInfo.InvariantCulture))
+              // VPT (Jia et al. 2022, appendix): base lr in {50, 25, 10, 5, 2.5, 1, 0.5, 0.25, 0.1, 0.05},
+              // weight decay in {0.01, 0.001, 0.0001, 0}; lr = base x batch / 256.
+              Expect.equal (numbers "Method.Recipe.LearningRate") [ 50.0; 25.0; 10.0; 5.0; 2.5; 1.0; 0.5; 0.25; 0.1; 0.05 ] "VPT's base rates"
+              Expect.equal (numbers "Method.Recipe.WeightDecay") [ 0.01; 0.001; 0.0001; 0.0 ] "VPT's weight decays"
+              Expect.equal spec.Grid.Length 2 "no other axis"
+              Expect.equal (spec.Methods, spec.Seeds, spec.SelectSplit, spec.Select) ([ "vpt-deep" ], [ 0; 1; 2 ], Some "tune", None) "vpt-deep, three seeds, chosen on tune"
+              Expect.isEmpty spec.RunOptions "benchmark, data and checkpoint come after --"
+              // The grid value is VPT's base rate only because the recipe scales it as VPT does.
+              let recipe = Prompting.Prompts.Methods.vptDeep.Recipe
+              Expect.isTrue recipe.ScaleByBatch "the recipe's LearningRate is scaled by batch / 256"
+              Expect.equal (recipe.BatchSize, recipe.Epochs) (128, 100) "VPT's batch 128 and 100 epochs"
+              Expect.floatClose Accuracy.veryHigh (Prompting.Prompts.Training.baseRate { recipe with LearningRate = 25.0 }) 12.5 "base 25 trains at 25 x 128 / 256"
+              // With a benchmark after --: 10 x 4 grid points x 3 seeds, each recipe field set, on tune first.
+              let data = Path.Combine(tempDir (), "vtab-1k", "kitti")
+              Prompting.Tests.Benchmarks.vtabTask data 4
+              let withData = { spec with RunOptions = transferOptions "vtab1k-kitti" data }
+              let all = Prompting.Cli.Commands.Sweep.points withData
+              Expect.equal (all |> List.map _.Name |> List.distinct).Length 120 "120 distinct points"
+              let point = all |> List.find (fun p -> p.Name = "vpt-deep-LearningRate=2.5-WeightDecay=0.0001-s1")
+              let config = Prompting.Engine.Json.deserialize<Prompting.Engine.RunConfig> "point" point.Config
+              Expect.equal (config.Method.Recipe.LearningRate, config.Method.Recipe.WeightDecay, config.Seed) (2.5, 0.0001, 1) "the grid sets the method's recipe"
+              Expect.equal config.Split (Some "final") "final runs: the benchmark's default split"
+              let selection = Prompting.Cli.Commands.Sweep.splitPoints withData all "tune"
+              Expect.equal (selection |> List.map _.Name) (all |> List.map _.Name) "the same points on the selection split"
+              for p in selection do
+                  Expect.equal (Prompting.Engine.Json.deserialize<Prompting.Engine.RunConfig> "point" p.Config).Split (Some "tune") (p.Name + ": tune")
+          }
+
           test "--select-split refusals: one line each, nothing written" {
               let dir = tempDir ()
               let data = Path.Combine(dir, "vtab-1k", "kitti")
