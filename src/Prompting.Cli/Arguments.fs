@@ -331,7 +331,7 @@ type SweepArgs =
         member this.Usage =
             match this with
             | Status _ -> "per point: pending, running, finished or failed (with the last line of its log)."
-            | File _ -> "sweep file (JSON: base, run, methods, seeds, grid); flags add to it (see docs/sweeps.md)."
+            | File _ -> "sweep file (JSON: base, run, methods, seeds, grid, select, selectSplit); flags add to it (see docs/sweeps.md)."
             | Methods _ -> "methods to run (see `prompting methods`)."
             | Seeds _ -> "seeds to run each method and grid point with."
             | Grid _ -> "FIELD=V1,V2,...: a run-configuration field by its JSON path (Method.Recipe.LearningRate, Method.Groups[0].Length) and its values; repeatable."
