@@ -174,6 +174,26 @@ let tests =
                   Expect.equal (Prompting.Engine.Json.deserialize<Prompting.Engine.RunConfig> "point" p.Config).Split (Some "tune") (p.Name + ": tune")
           }
 
+          test "vpt-transfer.fsx runs one point of the protocol on a registered transfer benchmark (tune, then final)" {
+              let dir = tempDir ()
+              let data = Path.Combine(dir, "vtab-1k", "kitti")
+              Prompting.Tests.Benchmarks.vtabTask data 4
+              let _, checkpoint = inputs.Force()
+              for split, images in [ "tune", "4 classes, 8 train and 4 test images"; "final", "4 classes, 12 train and 4 test images" ] do
+                  let out = Path.Combine(dir, split)
+                  let code, stdout, err =
+                      runIn dir [] dotnet
+                          [ "fsi"; Path.Combine(root, "scripts", "vpt-transfer.fsx"); "--"; "--benchmark"; "vtab1k-kitti"; "--data"; data
+                            "--checkpoint"; checkpoint; "--heads"; "1"; "--split"; split; "--base-lr"; "2.5"; "--weight-decay"; "0.0001"
+                            "--epochs"; "1"; "--batch-size"; "4"; "--device"; "cpu"; "--out"; out ]
+                  Expect.equal code 0 (stdout + err)
+                  Expect.equal (configSplit out) split (split + ": recorded")
+                  Expect.stringContains (taskLine out) images (split + ": the split's lists")
+                  use config = JsonDocument.Parse(File.ReadAllText(Path.Combine(out, "config.json")))
+                  let recipe = config.RootElement.GetProperty("Config").GetProperty("Method").GetProperty("Recipe")
+                  Expect.equal (recipe.GetProperty("LearningRate").GetDouble(), recipe.GetProperty("WeightDecay").GetDouble()) (2.5, 0.0001) (split + ": the point")
+          }
+
           test "--select-split refusals: one line each, nothing written" {
               let dir = tempDir ()
               let data = Path.Combine(dir, "vtab-1k", "kitti")
