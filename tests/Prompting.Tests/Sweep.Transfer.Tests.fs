@@ -194,6 +194,21 @@ let tests =
                   Expect.equal (recipe.GetProperty("LearningRate").GetDouble(), recipe.GetProperty("WeightDecay").GetDouble()) (2.5, 0.0001) (split + ": the point")
           }
 
+          test "Selection.choose: per method the best mean A_N, the first of equals, groups without results skipped" {
+              let group (m: string) (name: string) (values: float list) =
+                  ({ Group = name; Method = m; Overrides = []; Seeds = List.mapi (fun i _ -> i) values; Missing = []
+                     Statistics = [ Prompting.Sweep.Results.statistic values ] }: Prompting.Sweep.GroupResult)
+              let groups =
+                  [ group "a" "a-lr=1" [ 40.0; 60.0 ]; group "a" "a-lr=2" [ 55.0; 55.0 ]; group "a" "a-lr=3" [ 70.0; 30.0 ]
+                    group "b" "b-lr=1" []; group "b" "b-lr=2" [ 10.0 ]; group "b" "b-lr=3" [ 20.0 ] ]
+              let chosen = Prompting.Sweep.Selection.choose groups |> List.map (fun (m, best, all) -> m, best.Group, all.Length)
+              Expect.equal chosen [ "a", "a-lr=2", 3; "b", "b-lr=3", 3 ] "55 beats 50 and the later 50; b's unfinished group is skipped"
+              let tied = Prompting.Sweep.Selection.choose [ group "a" "a-lr=1" [ 50.0 ]; group "a" "a-lr=2" [ 50.0 ] ]
+              Expect.equal (tied |> List.map (fun (_, best, _) -> best.Group)) [ "a-lr=1" ] "ties: the first in grid order"
+              let message = TestSupport.promptingError "none" (fun () -> Prompting.Sweep.Selection.choose [ group "a" "a-lr=1" [] ])
+              TestSupport.expectMessage message [ "method a"; "no finished selection run" ] "nothing to choose from"
+          }
+
           test "--select-split refusals: one line each, nothing written" {
               let dir = tempDir ()
               let data = Path.Combine(dir, "vtab-1k", "kitti")
