@@ -7,8 +7,9 @@
 //   --data DIR --checkpoint FILE [--out DIR] [--seed K] [--device cpu|cuda[:N]]
 //   data:                [--split NAME] (default: the benchmark's reference split, e.g. CODA-Prompt's
 //                        lists for imagenet-r; `prompting benchmarks NAME` lists them)
-//                        [--class-order ORDER] (default: the reference's rule with --seed where the
-//                        split has one, e.g. coda-K for CODA's lists; else seed:K)
+//                        [--class-order ORDER] (default: the reference's rule with --seed: the
+//                        split's, e.g. coda-K for CODA's lists, else the protocol's reference code's,
+//                        e.g. natural for the L2P/DualPrompt ports on CIFAR-100; else seed:K)
 //   quick-run overrides: [--epochs N] [--batch-size N] [--lr X] [--image-size PX] [--heads N]
 //                        [--train-per-class N] [--test-per-class N] [--tasks N]
 //   others:              [--normalisation backbone|unit] [--bf16] [--skip-corrupt] [--help]
@@ -76,7 +77,12 @@ type Protocol =
       Scenario: ScenarioKind
       /// The method's recipe in this protocol (its own, or with the paper's epochs for the data).
       Training: Training
-      Normalisation: PixelScale }
+      Normalisation: PixelScale
+      /// The reference code's class order for a seed where the benchmark has no rule of its own
+      /// (CIFAR-100: the PyTorch ports of L2P and DualPrompt keep the natural order, CODA-Prompt's
+      /// repository and VQ-Prompt's shuffle repeat K > 0 with random.seed(K)); None: the
+      /// benchmark's rule for its split (CODA-Prompt's lists for ImageNet-R). --class-order overrides it.
+      ClassOrder: (int -> ClassOrder) option }
 
 /// An extra option of a script: its name (without --), whether it takes a value, its help line.
 type Extra = { Name: string; TakesValue: bool; Help: string }
@@ -87,6 +93,14 @@ module Reference =
     let dualPrompt = Methods.Recipes.dualPrompt
     let codaPrompt = Methods.Recipes.codaRepository
     let vqPrompt = Methods.Recipes.vqPrompt
+
+    /// The PyTorch ports of L2P and DualPrompt (`--shuffle False`): the classes in their natural
+    /// order whatever the seed.
+    let portsOrder = Some(fun (_: int) -> Natural)
+
+    /// CODA-Prompt's repository (`rand_split: True`, followed by VQ-Prompt): repeat K keeps the
+    /// natural order for K = 0 and shuffles with random.seed(K) otherwise.
+    let codaOrder = Some Benchmarks.codaOrder
 
     /// VPT with the transfer protocol's chosen base rate and weight decay.
     let vpt (baseRate: float) (weightDecay: float) = { Methods.Recipes.vpt with LearningRate = baseRate; WeightDecay = weightDecay }
@@ -187,7 +201,7 @@ let runConfig (p: Protocol) (o: Options) : PreparedRun =
             Tasks = Some(o.Tasks |> Option.defaultValue p.Tasks)
             Scenario = Some p.Scenario
             Split = o.Split
-            ClassOrder = o.ClassOrder
+            ClassOrder = o.ClassOrder |> Option.orElse (p.ClassOrder |> Option.map (fun order -> order o.Seed))
             Epochs = o.Epochs
             BatchSize = o.BatchSize
             LearningRate = o.LearningRate

@@ -23,4 +23,5 @@ Protocol.main "coda-prompt-imagenet-r" [] (fun _ ->
       Tasks = 10
       Scenario = ClassIncremental
       Training = { Reference.codaPrompt with Epochs = 50 }
-      Normalisation = UnitRange })
+      Normalisation = UnitRange
+      ClassOrder = None })

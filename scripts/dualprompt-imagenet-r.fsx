@@ -16,7 +16,7 @@ open Prompting.Engine
 open Prompting.Prompts
 open Protocol
 
-Protocol.main "dualprompt-imagenet-r" [] (fun _ ->
+Protocol.main "dualprompt-imagenet-r" [] (fun o ->
     let dual = Methods.dualPrompt (defaultArg o.Tasks 10)
     { Name = "dualprompt-imagenet-r"
       Method = { dual with Groups = dual.Groups |> List.map (fun g -> if g.Name = "e" then { g with Length = 20 } else g) }
@@ -24,4 +24,5 @@ Protocol.main "dualprompt-imagenet-r" [] (fun _ ->
       Tasks = 10
       Scenario = ClassIncremental
       Training = { Reference.dualPrompt with Epochs = 50 }
-      Normalisation = Normalised })
+      Normalisation = Normalised
+      ClassOrder = None })

@@ -24,4 +24,5 @@ Protocol.main "l2p-imagenet-r" [] (fun _ ->
       Tasks = 10
       Scenario = ClassIncremental
       Training = { Reference.l2p with Epochs = 50 }
-      Normalisation = Normalised })
+      Normalisation = Normalised
+      ClassOrder = None })

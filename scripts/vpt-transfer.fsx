@@ -8,6 +8,9 @@
 // transfer task, fgvc-<set> (VPT's train/val/test.json) or vtab1k-<task> (train800.txt, val200.txt,
 // train800val200.txt, test.txt), with --split tune (train on train/train800, test on val/val200: the
 // choice of rate and weight decay) or final (the default: train+val/train800val200 against test).
+// This runs one point. The whole protocol (the grid on tune, the chosen point on final with three
+// seeds, mean ± sd) is one sweep per data set: `prompting sweep --file scripts/vpt-transfer.sweep.json
+// --out DIR -- --benchmark vtab1k-cifar --data vtab-1k/cifar --checkpoint FILE` (docs/sweeps.md).
 // Usage: dotnet fsi scripts/vpt-transfer.fsx -- --data DIR --checkpoint FILE [--benchmark NAME] [--split tune|final] [--shallow] [--out DIR] [--seed K] [--device D]
 #load "Protocol.fsx"
 open Prompting.Data
@@ -30,4 +33,5 @@ Protocol.main "vpt-transfer"
           Tasks = 1
           Scenario = Joint
           Training = Reference.vpt (o.Float("base-lr", 0.25)) (o.Float("weight-decay", 1e-3))
-          Normalisation = Normalised })
+          Normalisation = Normalised
+          ClassOrder = None })

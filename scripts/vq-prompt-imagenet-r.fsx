@@ -22,4 +22,5 @@ Protocol.main "vq-prompt-imagenet-r" [] (fun _ ->
       Tasks = 10
       Scenario = ClassIncremental
       Training = { Reference.vqPrompt with BatchSize = 64 }
-      Normalisation = UnitRange })
+      Normalisation = UnitRange
+      ClassOrder = None })

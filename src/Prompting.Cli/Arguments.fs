@@ -324,13 +324,14 @@ type SweepArgs =
     | Gres of spec: string
     | Sbatch_Line of line: string
     | Select of fraction: float
+    | Select_Split of name: string
     | [<Rest; CustomCommandLine("--")>] Run_Options of option: string
 
     interface IArgParserTemplate with
         member this.Usage =
             match this with
             | Status _ -> "per point: pending, running, finished or failed (with the last line of its log)."
-            | File _ -> "sweep file (JSON: base, run, methods, seeds, grid); flags add to it (see docs/sweeps.md)."
+            | File _ -> "sweep file (JSON: base, run, methods, seeds, grid, select, selectSplit); flags add to it (see docs/sweeps.md)."
             | Methods _ -> "methods to run (see `prompting methods`)."
             | Seeds _ -> "seeds to run each method and grid point with."
             | Grid _ -> "FIELD=V1,V2,...: a run-configuration field by its JSON path (Method.Recipe.LearningRate, Method.Groups[0].Length) and its values; repeatable."
@@ -346,6 +347,7 @@ type SweepArgs =
             | Gres _ -> "slurm: --gres (e.g. gpu:1)."
             | Sbatch_Line _ -> "slurm: an extra #SBATCH line (e.g. --qos=long); repeatable."
             | Select _ -> "choose each method's grid point on this held-out fraction of the training data (DIR/selection), then run it on all data with every seed."
+            | Select_Split _ -> "choose each method's grid point on this split of the benchmark (tune: train800 vs val200, FGVC train vs val; DIR/selection), then run it on the final split with every seed (VPT's protocol)."
             | Run_Options _ -> "after --: options of `prompting run` every point shares (benchmark, data, checkpoint, tasks, epochs, ...)."
 
 [<RequireSubcommand>]

@@ -66,7 +66,7 @@ let spec (args: ParseResults<SweepArgs>) (inlineBase: string) =
     let fromFile =
         match args.TryGetResult SweepArgs.File with
         | Some f -> Definition.readFile f inlineBase
-        | None -> { Base = None; RunOptions = []; Methods = []; MethodOptions = []; Seeds = []; Grid = []; Select = None }
+        | None -> { Base = None; RunOptions = []; Methods = []; MethodOptions = []; Seeds = []; Grid = []; Select = None; SelectSplit = None }
     let flagged = args.GetResults SweepArgs.Grid |> List.map Definition.parseGridFlag
     let grid =
         (fromFile.Grid |> List.filter (fun a -> not (flagged |> List.exists (fun f -> f.Field = a.Field)))) @ flagged
@@ -77,7 +77,29 @@ let spec (args: ParseResults<SweepArgs>) (inlineBase: string) =
         Seeds = args.TryGetResult SweepArgs.Seeds |> Option.defaultValue fromFile.Seeds
         Grid = grid
         Select = args.TryGetResult SweepArgs.Select |> Option.orElse fromFile.Select
+        SelectSplit = args.TryGetResult SweepArgs.Select_Split |> Option.orElse fromFile.SelectSplit |> Option.map (fun s -> s.Trim().ToLowerInvariant())
         RunOptions = fromFile.RunOptions @ args.GetResults SweepArgs.Run_Options }
+
+/// The selection points of `--select-split NAME`: every point configured as `prompting run ...
+/// --split NAME` would be (the split's own class-order rule included). Refused in one line when a
+/// point's benchmark has no such split, or when the final runs would read that split too.
+let splitPoints (spec: SweepSpec) (allPoints: SweepPoint list) (split: string) =
+    let configOf (p: SweepPoint) = Json.deserialize<RunConfig> (sprintf "point %s" p.Name) p.Config
+    for p in allPoints |> List.distinctBy _.Method do
+        let c = configOf p
+        let b = Benchmarks.find c.Benchmark
+        if not (b.Splits |> List.exists (fun s -> s.Name = split)) then
+            Errors.fail "sweep: --select-split %s: benchmark %s has no split %s (its splits: %s)" split b.Name split
+                (b.Splits |> List.map _.Name |> String.concat ", ")
+        if c.Split = Some split then
+            Errors.fail "sweep: --select-split %s: the final runs of %s would use split %s too; they take the run options' --split or the benchmark's default (%s)"
+                split p.Method split (b.DefaultSplit None)
+    let selection = points { spec with RunOptions = spec.RunOptions @ [ "--split"; split ] }
+    for p in selection do
+        match (configOf p).Split with
+        | Some s when s = split -> ()
+        | other -> Errors.fail "sweep: --select-split %s: point %s would run on split %s (its method's run options name another)" split p.Name (defaultArg other "none")
+    selection
 
 let private log (line: string) =
     printfn "%s %s" (DateTime.Now.ToString "HH:mm:ss") line
@@ -118,21 +140,23 @@ let run (args: ParseResults<SweepArgs>) =
                   Command = Exec.selfCommand ()
                   ChildOptions = children }
             if options.Poll <= TimeSpan.Zero then Errors.fail "sweep: --poll must be positive"
-            match spec.Select with
-            | None -> Sweeps.run dir allPoints options log
-            | Some fraction ->
+            let finalPoints (choices: (string * (string * string) list) list) =
+                [ for m, overrides in choices do
+                      yield!
+                          points
+                              { spec with
+                                  Methods = [ m ]
+                                  Grid = overrides |> List.map (fun (f, v) -> { Field = f; Values = [ v ] }) } ]
+            match spec.Select, spec.SelectSplit with
+            | Some fraction, _ ->
                 Prompting.Data.Validation.check fraction
-                if spec.Grid.IsEmpty then Errors.fail "sweep: --select %g: there is no --grid to choose from" fraction
                 let value = fraction.ToString("R", Globalization.CultureInfo.InvariantCulture)
                 let validationPoints =
                     allPoints |> List.map (fun p -> { p with Config = Definition.apply (sprintf "point %s" p.Name) p.Config [ "Validation", value ] })
-                let finalPoints (choices: (string * (string * string) list) list) =
-                    [ for m, overrides in choices do
-                          yield!
-                              points
-                                  { spec with
-                                      Methods = [ m ]
-                                      Grid = overrides |> List.map (fun (f, v) -> { Field = f; Values = [ v ] }) } ]
-                Selection.run dir fraction validationPoints finalPoints options log
+                Selection.run dir (HeldOut fraction) validationPoints finalPoints options log
+            | None, Some split ->
+                let selectionPoints = splitPoints spec allPoints split
+                Selection.run dir (NamedSplit split) selectionPoints finalPoints options log
+            | None, None -> Sweeps.run dir allPoints options log
         finally
             try File.Delete inlineBase with _ -> ()

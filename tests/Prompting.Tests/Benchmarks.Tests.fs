@@ -66,7 +66,7 @@ let private codaImagenetR (root: string) =
 
 /// vtab-1k/<task>/ with images/ and the four list files (`path label`), `perClass` images per
 /// class in train800 and val200, one in test.
-let private vtabTask (root: string) (classes: int) =
+let vtabTask (root: string) (classes: int) =
     let entries prefix count = [ for c in 0 .. classes - 1 do for i in 0 .. count - 1 -> sprintf "images/%s/%06d.jpg" prefix (c * 10 + i), c ]
     let train800 = entries "train800" 2
     let val200 = entries "val200" 1
@@ -79,7 +79,7 @@ let private vtabTask (root: string) (classes: int) =
     write "test.txt" test
 
 /// VPT's FGVC CUB: images/<class folder>/<file>.jpg and train/val/test.json with ids 1..200.
-let private fgvcCub (root: string) =
+let fgvcCub (root: string) =
     let folder c = sprintf "%03d.Bird_%d" (c + 1) c
     let json (name: string) (entries: (string * int) list) =
         let body = entries |> List.map (fun (p, id) -> sprintf "\"%s\": %d" p id) |> String.concat ", "

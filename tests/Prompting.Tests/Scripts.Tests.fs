@@ -16,11 +16,47 @@ let private singleFolderTree (root: string) (classes: int) (perClass: int) =
         for i in 0 .. perClass - 1 do
             Cli.writeBmp (Path.Combine(dir, sprintf "img_%d.bmp" i)) 12 12 (fun x y -> byte (c * 12), byte (x * 20 + i), byte (y * 20))
 
+/// Runs `dotnet fsi scripts/NAME.fsx -- ARGS`: exit code, stdout, stderr.
+let private runScript (name: string) (args: string list) =
+    let script = Path.Combine(root, "scripts", name + ".fsx")
+    let psi = ProcessStartInfo("dotnet", [ "fsi"; script; "--" ] @ args, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+    use p = Process.Start psi
+    let err = p.StandardError.ReadToEndAsync()
+    let stdout = p.StandardOutput.ReadToEnd()
+    p.WaitForExit()
+    p.ExitCode, stdout, err.Result
+
+/// Each protocol script with the line its run states before reading any data, for --seed 2:
+/// the registered benchmark, the reference split and the reference code's class order (CODA-Prompt's
+/// lists and its repeat rule random.seed(2) for ImageNet-R and for CODA-P/VQ-Prompt on CIFAR-100; the
+/// natural order of the L2P and DualPrompt PyTorch ports on CIFAR-100; VPT: one joint task).
+let private protocolDefaults =
+    [ "l2p-cifar100", [], "method l2p on cifar100 (split official): 10 task(s), ClassIncremental, class order natural"
+      "dualprompt-cifar100", [], "method dualprompt on cifar100 (split official): 10 task(s), ClassIncremental, class order natural"
+      "coda-prompt-cifar100", [], "method coda-prompt on cifar100 (split official): 10 task(s), ClassIncremental, class order python:2"
+      "vq-prompt-cifar100", [], "method vq-prompt on cifar100 (split official): 10 task(s), ClassIncremental, class order python:2"
+      "l2p-imagenet-r", [], "method l2p on imagenet-r (split coda): 10 task(s), ClassIncremental, class order python:2"
+      "dualprompt-imagenet-r", [], "method dualprompt on imagenet-r (split coda): 10 task(s), ClassIncremental, class order python:2"
+      "coda-prompt-imagenet-r", [], "method coda-prompt on imagenet-r (split coda): 10 task(s), ClassIncremental, class order python:2"
+      "vq-prompt-imagenet-r", [], "method vq-prompt on imagenet-r (split coda): 10 task(s), ClassIncremental, class order python:2"
+      "vpt-transfer", [ "--benchmark"; "vtab1k-kitti" ], "method vpt-deep on vtab1k-kitti (split final): 1 task(s), Joint"
+      "vpt-transfer", [ "--benchmark"; "fgvc-cub" ], "method vpt-deep on fgvc-cub (split final): 1 task(s), Joint" ]
+
 [<Tests>]
 let tests =
     testList
         "scripts"
-        [ test "l2p-imagenet-r.fsx --split seeded splits a single-folder tree 80/20 and runs 10 tasks for 1 epoch" {
+        [ test "every protocol script runs its registered benchmark on the reference split and class order by default" {
+              let missing = Path.Combine(tempDir (), "nowhere")
+              for name, extra, expected in protocolDefaults do
+                  let code, stdout, err =
+                      runScript name ([ "--data"; missing; "--checkpoint"; fixture "vit_depth5.safetensors"; "--heads"; "2"; "--seed"; "2"; "--device"; "cpu" ] @ extra)
+                  Expect.equal code 1 (sprintf "%s: stops at the missing data (%s%s)" name stdout err)
+                  Expect.stringContains stdout expected (sprintf "%s %A: the stated run" name extra)
+                  Expect.stringContains err "nowhere does not exist" (sprintf "%s: one line naming the missing data" name)
+          }
+
+          test "l2p-imagenet-r.fsx --split seeded splits a single-folder tree 80/20 and runs 10 tasks for 1 epoch" {
               let dir = tempDir ()
               let data = Path.Combine(dir, "imagenet-r")
               singleFolderTree data 200 5

@@ -24,7 +24,7 @@ let private valueAt (json: string) (path: string list) =
     e.GetRawText()
 
 let private spec methods seeds grid =
-    { Base = None; RunOptions = []; Methods = methods; MethodOptions = []; Seeds = seeds; Grid = grid; Select = None }
+    { Base = None; RunOptions = []; Methods = methods; MethodOptions = []; Seeds = seeds; Grid = grid; Select = None; SelectSplit = None }
 
 [<Tests>]
 let tests =

@@ -27,7 +27,11 @@ type SweepSpec =
       Grid: GridAxis list
       /// Choose each method's grid point on this held-out fraction of the training data first,
       /// then run only that point on all of it (see Selection).
-      Select: float option }
+      Select: float option
+      /// Choose each method's grid point on this named split of the benchmark first (`tune`:
+      /// train800 against val200, FGVC's train against val), then run only that point on the
+      /// run options' split (the benchmark's default: `final`) (see Selection).
+      SelectSplit: string option }
 
 /// One point: its deterministic name, its coordinates and its whole run configuration (JSON).
 type SweepPoint =
@@ -243,6 +247,23 @@ module Definition =
         match duplicated (spec.Grid |> List.map _.Field) with
         | Some f -> Errors.fail "sweep: grid field %s is given twice" f
         | None -> ()
+        // The selection stage sets one field of every point itself.
+        let selectionField =
+            match spec.Select, spec.SelectSplit with
+            | Some f, Some s ->
+                Errors.fail "sweep: --select %g and --select-split %s: choose on a held-out fraction or on the benchmark's split, not both" f s
+            | Some f, None -> Some("Validation", sprintf "--select %g" f)
+            | None, Some s -> Some("Split", sprintf "--select-split %s" s)
+            | None, None -> None
+        match selectionField with
+        | Some(field, flag) ->
+            if spec.Grid.IsEmpty then Errors.fail "sweep: %s: there is no --grid to choose from" flag
+            if spec.Grid |> List.exists (fun a -> a.Field = field) then
+                Errors.fail "sweep: grid field %s: %s sets it itself (the selection runs' %s), so it cannot be a grid axis" field flag field
+        | None -> ()
+        match spec.SelectSplit with
+        | Some s when String.IsNullOrWhiteSpace s -> Errors.fail "sweep: --select-split: expected a split name such as tune"
+        | _ -> ()
         for axis in spec.Grid do
             parsePath axis.Field |> ignore
             if axis.Values.IsEmpty then Errors.fail "sweep: grid field %s has no values" axis.Field
@@ -292,10 +313,10 @@ module Definition =
             with :? JsonException as e -> Errors.fail "%s: not JSON (%s)" path e.Message
         let root = doc.RootElement
         if root.ValueKind <> JsonValueKind.Object then Errors.fail "%s: expected a JSON object" path
-        let known = set [ "base"; "run"; "methods"; "seeds"; "grid"; "select" ]
+        let known = set [ "base"; "run"; "methods"; "seeds"; "grid"; "select"; "selectSplit" ]
         for p in root.EnumerateObject() do
             if not (known.Contains p.Name) then
-                Errors.fail "%s: unknown field \"%s\" (expected base, run, methods, seeds, grid, select)" path p.Name
+                Errors.fail "%s: unknown field \"%s\" (expected base, run, methods, seeds, grid, select, selectSplit)" path p.Name
         let field (name: string) =
             match root.TryGetProperty name with
             | true, e when e.ValueKind <> JsonValueKind.Null -> Some e
@@ -361,4 +382,9 @@ module Definition =
             match field "select" with
             | None -> None
             | Some e when e.ValueKind = JsonValueKind.Number -> Some(e.GetDouble())
-            | Some e -> Errors.fail "%s: \"select\" must be the held-out fraction, a number, found %s" path (e.GetRawText()) }
+            | Some e -> Errors.fail "%s: \"select\" must be the held-out fraction, a number, found %s" path (e.GetRawText())
+          SelectSplit =
+            match field "selectSplit" with
+            | None -> None
+            | Some e when e.ValueKind = JsonValueKind.String -> Some(e.GetString())
+            | Some e -> Errors.fail "%s: \"selectSplit\" must be a split name (a string such as \"tune\"), found %s" path (e.GetRawText()) }

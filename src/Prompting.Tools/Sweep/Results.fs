@@ -164,6 +164,34 @@ module Results =
                           | None -> quantities |> List.map (fun _ -> "")) ])
         sb.ToString()
 
+    /// The "Selection" section of results.md from DIR/selection.json (written by the selection
+    /// stage of `--select` / `--select-split`): each method's chosen grid point and every grid
+    /// point's selection score.
+    let selectionMarkdown (selection: JsonElement) =
+        let sb = StringBuilder()
+        let add (s: string) = sb.Append(s).Append('\n') |> ignore
+        let on =
+            match selection.TryGetProperty "split", selection.TryGetProperty "validation" with
+            | (true, s), _ -> sprintf "the benchmark's split `%s` (its test side)" (s.GetString())
+            | _, (true, v) -> sprintf "%s of each class's training data held out" (v.GetRawText())
+            | _ -> "selection data"
+        add "## Selection"
+        add ""
+        add (sprintf "Each method's grid point was chosen in `selection/` on %s: the best mean A_N over the seeds, the first in grid order on ties. The table above is the chosen point's final runs." on)
+        add ""
+        add (Report.markdownTable
+                 [ "method"; "grid point"; "selection A_N (%)"; "seeds"; "chosen" ]
+                 [ for m in selection.GetProperty("methods").EnumerateObject() do
+                       let chosen = m.Value.GetProperty("chosen").GetString()
+                       for g in m.Value.GetProperty("scores").EnumerateArray() ->
+                           let group = g.GetProperty("group").GetString()
+                           let score = g.GetProperty "validation_final_average_accuracy"
+                           [ m.Name; group
+                             (if score.ValueKind = JsonValueKind.Number then number 2 (score.GetDouble()) else "–")
+                             string (g.GetProperty("seeds").GetInt32())
+                             (if group = chosen then "yes" else "") ] ])
+        sb.ToString()
+
     let csv (groups: GroupResult list) =
         let fields = groups |> List.collect (fun g -> g.Overrides |> List.map fst) |> List.distinct
         let escape (s: string) = if s.IndexOfAny([| ','; '"'; '\n' |]) >= 0 then "\"" + s.Replace("\"", "\"\"") + "\"" else s
@@ -227,11 +255,26 @@ module Results =
 
     /// Reads every finished point and writes DIR/results.{md,csv,json} and, when any point has
     /// finished, DIR/report.html; returns the groups. `states` is (name, state, detail) per point.
+    /// After a selection stage (DIR/selection.json), results.md and results.json also say which
+    /// grid point was chosen and why.
     let write (dir: string) (points: SweepPoint list) (states: (string * string * string) list) =
         let results = points |> List.choose (read dir)
         let groups = aggregate points results
-        writeText (Path.Combine(dir, "results.md")) (markdown groups results states)
+        let selection = json (Layout.selectionFile dir)
+        let md = markdown groups results states
+        let md =
+            match selection with
+            | Some s -> md + "\n" + selectionMarkdown s
+            | None -> md
+        let jsonText =
+            match selection with
+            | Some s ->
+                let root = JsonNode.Parse(json' groups results states)
+                root["selection"] <- JsonNode.Parse(s.GetRawText())
+                root.ToJsonString(JsonSerializerOptions(WriteIndented = true))
+            | None -> json' groups results states
+        writeText (Path.Combine(dir, "results.md")) md
         writeText (Path.Combine(dir, "results.csv")) (csv groups)
-        writeText (Path.Combine(dir, "results.json")) (json' groups results states + "\n")
+        writeText (Path.Combine(dir, "results.json")) (jsonText + "\n")
         if not results.IsEmpty then Report.writeComparison (Path.Combine(dir, "report.html")) (results |> List.map _.Summary)
         groups

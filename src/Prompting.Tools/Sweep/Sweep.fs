@@ -138,15 +138,25 @@ module Sweeps =
                 Errors.fail "sweep: %d of %d points did not finish (%s); run the same sweep again to rerun them" failed.Length rows.Length
                     (String.Join(", ", failed |> List.truncate 3 |> List.map (fun (n, _, _) -> n)) + (if failed.Length > 3 then ", ..." else ""))
 
-/// Hyperparameter selection (the VPT protocol): every point first runs with a held-out validation
-/// fraction of its training data in DIR/selection (a sweep directory of its own); each method's
-/// grid point with the best mean validation A_N is written to DIR/selection.json; then that grid
-/// point runs on the full training data with every seed as the sweep in DIR.
+/// What the selection stage of a sweep chooses on.
+type SelectionData =
+    /// A seeded fraction of each class's training data held out (`run --validation F`); the
+    /// selection runs' scores are in validation-metrics.json.
+    | HeldOut of fraction: float
+    /// A named split of the benchmark (`run --split NAME`: VTAB-1k's and FGVC's `tune` trains on
+    /// train800/train and tests on val200/val); the selection runs' scores are their metrics.json.
+    | NamedSplit of name: string
+
+/// Hyperparameter selection (the VPT protocol): every point first runs on selection data (a
+/// held-out fraction of its training data, or the benchmark's tuning split) in DIR/selection (a
+/// sweep directory of its own); each method's grid point with the best mean A_N there is written to
+/// DIR/selection.json; then that grid point runs with every seed as the sweep in DIR (on all the
+/// training data, or on the final split).
 module Selection =
     open System.Text.Json
     open System.Text.Json.Nodes
 
-    /// Each method's best group by mean validation A_N (the first in grid order on ties):
+    /// Each method's best group by mean selection A_N (the first in grid order on ties):
     /// method -> (chosen group, every group's (name, mean, seeds)).
     let choose (groups: GroupResult list) =
         groups
@@ -156,12 +166,22 @@ module Selection =
             let best = gs |> List.filter (fun g -> not (Double.IsNaN(score g))) |> List.fold (fun (b: GroupResult option) g -> match b with Some x when score x >= score g -> b | _ -> Some g) None
             match best with
             | Some b -> m, b, gs
-            | None -> Errors.fail "sweep: --select: method %s has no finished validation run to choose from" m)
+            | None -> Errors.fail "sweep: selection: method %s has no finished selection run to choose from" m)
 
-    let private writeChoice (dir: string) (fraction: float) (choices: (string * GroupResult * GroupResult list) list) =
+    let private describe (data: SelectionData) =
+        match data with
+        | HeldOut fraction -> sprintf "%g of each class's training data held out" fraction
+        | NamedSplit name -> sprintf "the benchmark's split %s" name
+
+    let private writeChoice (dir: string) (data: SelectionData) (choices: (string * GroupResult * GroupResult list) list) =
         let root = JsonObject()
-        root["validation"] <- JsonValue.Create fraction
-        root["metric"] <- JsonValue.Create "mean validation A_N (final average accuracy, %) over seeds"
+        match data with
+        | HeldOut fraction ->
+            root["validation"] <- JsonValue.Create fraction
+            root["metric"] <- JsonValue.Create "mean validation A_N (final average accuracy, %) over seeds"
+        | NamedSplit name ->
+            root["split"] <- JsonValue.Create name
+            root["metric"] <- JsonValue.Create(sprintf "mean A_N (final average accuracy, %%) over seeds on the test side of split %s" name)
         let methods = JsonObject()
         for m, best, all in choices do
             let o = JsonObject()
@@ -182,19 +202,22 @@ module Selection =
         let text = root.ToJsonString(JsonSerializerOptions(WriteIndented = true))
         Files.writeAtomic (Layout.selectionFile dir) (fun tmp -> File.WriteAllText(tmp, text + "\n"))
 
-    /// Runs the validation sweep, chooses, then runs the chosen points. `finalPoints` builds the
+    /// Runs the selection sweep, chooses, then runs the chosen points. `finalPoints` builds the
     /// final sweep's points from each method's chosen overrides.
-    let run (dir: string) (fraction: float) (validationPoints: SweepPoint list)
+    let run (dir: string) (data: SelectionData) (selectionPoints: SweepPoint list)
             (finalPoints: (string * (string * string) list) list -> SweepPoint list) (options: ExecutionOptions) (log: string -> unit) =
         let selection = Layout.selectionDir dir
-        log (sprintf "selection: every point on %g of its training data held out, in %s" fraction selection)
-        let code = Sweeps.run selection validationPoints options log
+        log (sprintf "selection: every point on %s, in %s" (describe data) selection)
+        let code = Sweeps.run selection selectionPoints options log
         if options.NoWait && options.Executor = SlurmExecutor
-           && not (validationPoints |> List.forall (fun p -> State.finished selection p.Name)) then code
+           && not (selectionPoints |> List.forall (fun p -> State.finished selection p.Name)) then code
         else
-            let results = validationPoints |> List.choose (Results.readValidation selection)
-            let choices = choose (Results.aggregate validationPoints results)
-            writeChoice dir fraction choices
+            let read =
+                match data with
+                | HeldOut _ -> Results.readValidation selection
+                | NamedSplit _ -> Results.read selection
+            let choices = choose (Results.aggregate selectionPoints (selectionPoints |> List.choose read))
+            writeChoice dir data choices
             for m, best, _ in choices do
-                log (sprintf "selection: %s -> %s (validation A_N %.2f over %d seeds)" m best.Group best.Statistics.Head.Mean best.Seeds.Length)
+                log (sprintf "selection: %s -> %s (A_N %.2f on %s over %d seeds)" m best.Group best.Statistics.Head.Mean (describe data) best.Seeds.Length)
             Sweeps.run dir (finalPoints [ for m, best, _ in choices -> m, best.Overrides ]) options log
