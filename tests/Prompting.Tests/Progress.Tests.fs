@@ -42,11 +42,11 @@ let tests =
               Expect.equal result 42 "result passed through"
               Expect.equal
                   (lines out)
-                  [ "2026-01-02 03:04:05 [train] started (100 to do)"
+                  [ "2026-01-02 03:04:05 [train] started, 100 steps in all"
                     "2026-01-02 03:04:05 [train] task 1/2 started"
-                    "2026-01-02 03:04:11 [train] 30/100 (30.0%), 5.0/s, elapsed 00:00:06, ETA 00:00:14 | epoch 1/1"
+                    "2026-01-02 03:04:11 [train] 30/100 steps (30.0%), 5.0 steps/s, elapsed 00:00:06, ETA 00:00:14 | epoch 1/1"
                     "2026-01-02 03:04:12 [train] task 1/2 finished"
-                    "2026-01-02 03:04:15 [train] finished 100 in 00:00:10" ]
+                    "2026-01-02 03:04:15 [train] finished 100 steps in 00:00:10" ]
                   "lines"
 
           testCase "plain mode: unknown total shows count and rate only"
@@ -59,8 +59,8 @@ let tests =
               Expect.equal
                   (lines out)
                   [ "2026-01-02 03:04:05 [eval] started"
-                    "2026-01-02 03:04:09 [eval] 10 done, 2.5/s, elapsed 00:00:04"
-                    "2026-01-02 03:04:09 [eval] finished 10 in 00:00:04" ]
+                    "2026-01-02 03:04:09 [eval] 10 steps, 2.5 steps/s, elapsed 00:00:04"
+                    "2026-01-02 03:04:09 [eval] finished 10 steps in 00:00:04" ]
                   "lines"
 
           testCase "plain mode: a failure is logged and re-raised"
@@ -74,4 +74,4 @@ let tests =
                           clock.Tick 2.0
                           raise (InvalidOperationException "out of\nmemory")))
                   "re-raised"
-              Expect.equal (List.last (lines out)) "2026-01-02 03:04:07 [train] failed after 00:00:02 at 3: out of memory" "failure line" ]
+              Expect.equal (List.last (lines out)) "2026-01-02 03:04:07 [train] stopped after 00:00:02, 3 of 10 steps done: out of memory" "failure line" ]

@@ -25,7 +25,11 @@ let private summary =
       TrainableParameters = 3_840_000L
       Checkpoint = "vit_base_patch16_224.augreg_in21k.safetensors"
       CheckpointSha256 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-      ConfigJson = """{"method":{"name":"coda-prompt","components":100},"tasks":3,"seed":7}""" }
+      ConfigJson = """{"method":{"name":"coda-prompt","components":100},"tasks":3,"seed":7}"""
+      Settings = "method coda-prompt; image size 224; seed 7"
+      TaskClasses = [ [ "cat"; "dog" ]; [ "ship"; "truck" ]; [ "frog"; "<horse>" ] ]
+      EpochLosses = [ [ 2.5; 1.25 ]; [ 0.5 ]; [ nan ] ]
+      Warnings = [ "tasks 1-3: 1 optimiser step per task" ] }
 
 /// A 2-task run with the given A_N and F_N: R = [[90], [90 − F, 2·A − (90 − F)]].
 let private twoTasks (methodName: string) (seed: int) (finalAverage: float) (forgetting: float) (seconds: float) =

@@ -30,6 +30,18 @@ module Describe =
             | RandomProjectionRidge r, _ -> sprintf "ridge on a random projection to %d" r.ProjectionSize
         sprintf "head %s, predicts with %s" trained predicts
 
+    /// What of the backbone trains, and its adapters.
+    let backbone (m: Method) =
+        let trains =
+            match m.Backbone with
+            | Frozen -> "frozen"
+            | FullBackbone -> "fully trained"
+            | LastBlocks k -> sprintf "last %d block%s trained" k (if k = 1 then "" else "s")
+            | BiasTerms -> "bias terms trained"
+        match m.AdapterReduction with
+        | Some r -> sprintf "%s, adapters (reduction %d)" trains r
+        | None -> trains
+
     let adaptation (m: Method) = match m.Adaptation with EveryTask -> "adapts every task" | FirstTaskOnly -> "adapts on the first task only"
 
     let methodLine (m: Method) = sprintf "%-16s %s; %s; %s" m.Name (head m) (adaptation m) (recipe m.Recipe)
