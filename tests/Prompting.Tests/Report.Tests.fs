@@ -168,6 +168,56 @@ let tests =
               for cell in [ "82.00 ± 2.00"; "6.00 ± 1.00"; "110.0 ± 10.0"; "86.00 ± 1.73"; "4.00 ± 2.00"; "230.0 ± 30.0" ] do
                   contains html cell (sprintf "table cell %s" cell)
 
+          testCase "run report: the settings line, the warnings, each task's classes and each epoch's loss"
+          <| fun () ->
+              let html = Report.runHtml summary
+              contains html "<p class=\"settings\">method coda-prompt; image size 224; seed 7</p>" "settings line"
+              contains html "<li>tasks 1-3: 1 optimiser step per task</li>" "warning"
+              contains html "<td>task 3</td><td>frog, &lt;horse&gt;</td>" "classes of task 3, escaped"
+              contains html "<td>task 1</td><td>cat, dog</td>" "classes of task 1"
+              // Task 1 trained two epochs, task 2 one; task 3 took no gradient steps.
+              contains html "<td>task 1</td><td class=\"num\">2.5000</td><td class=\"num\">1.2500</td>" "losses of task 1"
+              contains html "<td>task 2</td><td class=\"num\">0.5000</td><td></td>" "task 2: one epoch"
+              contains html "<td>task 3</td><td>no steps</td>" "no steps"
+              let printed = Report.summaryText summary
+              Expect.stringContains printed "| warning " "the printed summary lists the warnings"
+              let quiet = Report.runHtml { summary with Warnings = [] }
+              Expect.isFalse (quiet.Contains "class=\"warnings\"") "no warnings box without warnings"
+
+          testCase "comparison: one seed shows its value alone; several show mean ± std"
+          <| fun () ->
+              Expect.equal (Report.formatMeanStd 2 (Report.meanStd [ 80.0 ])) "80.00" "n = 1"
+              Expect.equal (Report.formatMeanStd 2 (Report.meanStd [ 80.0; 84.0 ])) "82.00 ± 2.83" "n = 2: std √8"
+              let single = [ twoTasks "l2p" 1 80.0 5.0 100.0; twoTasks "coda-prompt" 1 85.0 2.0 200.0 ]
+              let html = Report.comparisonHtml single
+              Expect.isFalse (html.Contains "± 0.00") "no ± 0.00 for single seeds"
+              contains html "n = 1" "says what one seed means"
+              let text = Report.comparisonText (Report.compare single)
+              Expect.stringContains text "|   80.00 |" "terminal table too"
+              Expect.isFalse (text.Contains "±") "no ± in it"
+
+          testCase "comparison: only the configuration fields that differ, per run"
+          <| fun () ->
+              let configs =
+                  [ """{"Config":{"Method":{"Name":"l2p","Recipe":{"Epochs":5,"LearningRate":0.001}},"Seed":0,"ImageSize":64,"Groups":[{"Length":5}]}}"""
+                    """{"Config":{"Method":{"Name":"l2p","Recipe":{"Epochs":5,"LearningRate":0.01}},"Seed":1,"ImageSize":64,"Groups":[{"Length":8}]}}"""
+                    """{"Config":{"Method":{"Name":"l2p","Recipe":{"Epochs":5,"LearningRate":0.001}},"Seed":2,"ImageSize":64,"Groups":[{"Length":5}],"Extra":true}}""" ]
+              Expect.equal
+                  (Report.configDifferences configs)
+                  [ "Config.Method.Recipe.LearningRate", [ "0.001"; "0.01"; "0.001" ]
+                    "Config.Seed", [ "0"; "1"; "2" ]
+                    "Config.Groups[0].Length", [ "5"; "8"; "5" ]
+                    "Config.Extra", [ "(absent)"; "(absent)"; "true" ] ]
+                  "the differing leaves, nothing shared"
+              Expect.isEmpty (Report.configDifferences [ configs[0]; configs[0] ]) "identical runs"
+              let a = { twoTasks "l2p" 1 80.0 5.0 100.0 with ConfigJson = configs[0] }
+              let b = { twoTasks "l2p" 2 82.0 5.0 100.0 with ConfigJson = configs[1] }
+              let html = Report.comparisonHtml [ a; b ]
+              contains html "<th>run 1: l2p, seed 1</th><th>run 2: l2p, seed 2</th>" "a column per run"
+              contains html "<td>Config.Method.Recipe.LearningRate</td><td class=\"num\">0.001</td><td class=\"num\">0.01</td>" "the rate row"
+              Expect.isFalse (html.Contains "<td>Config.ImageSize</td>") "a shared field is not listed"
+              contains (Report.comparisonHtml [ a; a ]) "The runs have the same configuration." "identical runs said"
+
           testCase "formatting helpers"
           <| fun () ->
               Expect.equal (Report.formatDuration 3725.0) "01:02:05" "duration"
