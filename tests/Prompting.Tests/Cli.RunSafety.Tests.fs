@@ -108,6 +108,7 @@ let tests =
               // Diverging in task 2 after a finished task 1.
               let out = copyOfFinished ()
               midTask2 out ignore
+              File.Delete(Run.taskStateFile out 1)
               let kept = File.ReadAllBytes(Run.taskStateFile out 0)
               let line = expectOneLineError (rerun out [ "--lr"; "1e30"; "--accept-recipe-change" ]) [ "diverged"; "task 2"; "epoch 1" ]
               Expect.stringContains line "--accept-recipe-change" "says how to go on"
@@ -136,7 +137,8 @@ let tests =
               for f in Directory.GetFiles(Run.stateDir killed) do File.Delete f
               let code2, _, err2 = runCli (runArgs data checkpoint killed 1 [ "--seed"; "5" ])
               Expect.equal code2 0 err2
-              Expect.stringContains (File.ReadAllText(Run.logFile killed)) "an earlier start here trained nothing; its configuration is replaced (Config.Seed: 0 -> 5" "the replacement is logged"
+              Expect.stringContains (File.ReadAllText(Run.logFile killed)) "an earlier start here trained nothing; its configuration is replaced (" "the replacement is logged"
+              Expect.stringContains (File.ReadAllText(Run.logFile killed)) "Config.Seed: 0 -> 5" "naming the change"
               Expect.stringContains (File.ReadAllText(Run.configFile killed)) "\"Seed\": 5" "the new configuration is recorded"
               // Argu's own "ERROR:" is not doubled behind ours.
               let line = expectOneLineError [ "run"; "--bogus" ] [ "error: unrecognized argument" ]
