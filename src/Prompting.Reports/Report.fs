@@ -143,6 +143,7 @@ th{background:#f3f5f9}td.num{text-align:right;font-variant-numeric:tabular-nums}
 pre{background:#f7f7f9;border:1px solid #e1e1e8;padding:12px;overflow:auto;font-size:0.85em}
 .muted{color:#777;font-size:0.9em}code{font-size:0.9em}.wide{overflow-x:auto}
 .settings{font-family:ui-monospace,monospace;font-size:0.9em;background:#f7f7f9;padding:6px 10px;border:1px solid #e1e1e8}
+table.differences td:first-child{overflow-wrap:normal;min-width:12em}
 .warnings{background:#fff4e5;border:1px solid #f0b35a;padding:4px 16px;margin:12px 0}.warnings h2{border:none;margin-top:8px}"""
 
     let page (title: string) (body: string) =
@@ -309,6 +310,8 @@ pre{background:#f7f7f9;border:1px solid #e1e1e8;padding:12px;overflow:auto;font-
             | JsonValueKind.Object -> [ for p in e.EnumerateObject() do yield! walk (child p.Name) p.Value ]
             | JsonValueKind.Array when e.EnumerateArray() |> Seq.exists (fun x -> x.ValueKind = JsonValueKind.Object) ->
                 [ for i, x in Seq.indexed (e.EnumerateArray()) do yield! walk (sprintf "%s[%d]" path i) x ]
+            // The text itself, not its JSON escapes (l2p++, not l2p\u002B\u002B).
+            | JsonValueKind.String -> [ path, "\"" + e.GetString() + "\"" ]
             | _ -> [ path, e.GetRawText() ]
         if String.IsNullOrWhiteSpace json then []
         else
@@ -371,9 +374,21 @@ pre{background:#f7f7f9;border:1px solid #e1e1e8;padding:12px;overflow:auto;font-
         match configDifferences (runs |> List.map _.ConfigJson) with
         | [] -> add "<p class=\"muted\">The runs have the same configuration.</p>"
         | differences ->
-            let label (i: int) (r: RunSummary) = sprintf "run %d: %s, seed %d" (i + 1) r.Method r.Seed
-            add "<p class=\"muted\">Only the fields whose values differ between the runs.</p>"
-            add (gridTable ("field" :: List.mapi label runs) [ for path, values in differences -> path :: values ])
+            // Values with the runs (numbered as in the table of runs) that have them: two columns
+            // whatever the number of runs, so the table keeps to the page.
+            let grouped (values: string list) =
+                values
+                |> List.indexed
+                |> List.groupBy snd
+                |> List.map (fun (value, runs) -> sprintf "%s (%s)" value (Engine.Warnings.numbered "run" (List.map fst runs)))
+                |> String.concat " · "
+            add "<p class=\"muted\">Only the fields whose values differ between the runs, as paths of the run configuration (what <code>--config</code> files and sweep grids name); runs numbered as in the table of runs below.</p>"
+            let table = StringBuilder("<div class=\"wide\"><table class=\"differences\">\n<tr><th>field</th><th>values (runs)</th></tr>\n")
+            for path, values in differences do
+                // Config.Method.Recipe.Epochs is RunConfig's Method.Recipe.Epochs; long paths break at their dots.
+                let field = if path.StartsWith "Config." then path.Substring 7 else path
+                table.Append("<tr><td>").Append((escape field).Replace(".", ".<wbr>")).Append("</td><td>").Append(escape (grouped values)).Append("</td></tr>\n") |> ignore
+            add (table.Append("</table></div>").ToString())
         add (sprintf "<h2>%s</h2>" (escape ComparisonTitle))
         add (chartHtml (comparisonChart comparisons))
         add "<h2>Runs</h2>"
@@ -385,11 +400,12 @@ pre{background:#f7f7f9;border:1px solid #e1e1e8;padding:12px;overflow:auto;font-
             add (sprintf "<p class=\"muted\">Checkpoint of every run: %s (SHA-256 %s).</p>" (escape runs.Head.Checkpoint) (escape runs.Head.CheckpointSha256))
         add (
             gridTable
-                ([ "method"; "seed"; "A_N (%)"; "CAA (%)"; "F_N"; "CODA forgetting"; "train time"; "peak memory"; "trainable parameters" ]
+                ([ "run"; "method"; "seed"; "A_N (%)"; "CAA (%)"; "F_N"; "CODA forgetting"; "train time"; "peak memory"; "trainable parameters" ]
                  @ (if sharedCheckpoint then [] else [ "checkpoint"; "SHA-256 (start)" ]))
-                [ for r in runs ->
+                [ for i, r in List.indexed runs ->
                       let m = r.Metrics.ClassIncremental
-                      [ r.Method
+                      [ string (i + 1)
+                        r.Method
                         string r.Seed
                         f2 m.FinalAverageAccuracy
                         f2 m.AverageIncrementalAccuracy

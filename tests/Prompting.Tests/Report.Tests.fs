@@ -199,12 +199,13 @@ let tests =
           testCase "comparison: only the configuration fields that differ, per run"
           <| fun () ->
               let configs =
-                  [ """{"Config":{"Method":{"Name":"l2p","Recipe":{"Epochs":5,"LearningRate":0.001}},"Seed":0,"ImageSize":64,"Groups":[{"Length":5}]}}"""
+                  [ """{"Config":{"Method":{"Name":"l2p\u002B\u002B","Recipe":{"Epochs":5,"LearningRate":0.001}},"Seed":0,"ImageSize":64,"Groups":[{"Length":5}]}}"""
                     """{"Config":{"Method":{"Name":"l2p","Recipe":{"Epochs":5,"LearningRate":0.01}},"Seed":1,"ImageSize":64,"Groups":[{"Length":8}]}}"""
                     """{"Config":{"Method":{"Name":"l2p","Recipe":{"Epochs":5,"LearningRate":0.001}},"Seed":2,"ImageSize":64,"Groups":[{"Length":5}],"Extra":true}}""" ]
               Expect.equal
                   (Report.configDifferences configs)
-                  [ "Config.Method.Recipe.LearningRate", [ "0.001"; "0.01"; "0.001" ]
+                  [ "Config.Method.Name", [ "\"l2p++\""; "\"l2p\""; "\"l2p\"" ]
+                    "Config.Method.Recipe.LearningRate", [ "0.001"; "0.01"; "0.001" ]
                     "Config.Seed", [ "0"; "1"; "2" ]
                     "Config.Groups[0].Length", [ "5"; "8"; "5" ]
                     "Config.Extra", [ "(absent)"; "(absent)"; "true" ] ]
@@ -213,9 +214,12 @@ let tests =
               let a = { twoTasks "l2p" 1 80.0 5.0 100.0 with ConfigJson = configs[0] }
               let b = { twoTasks "l2p" 2 82.0 5.0 100.0 with ConfigJson = configs[1] }
               let html = Report.comparisonHtml [ a; b ]
-              contains html "<th>run 1: l2p, seed 1</th><th>run 2: l2p, seed 2</th>" "a column per run"
-              contains html "<td>Config.Method.Recipe.LearningRate</td><td class=\"num\">0.001</td><td class=\"num\">0.01</td>" "the rate row"
-              Expect.isFalse (html.Contains "<td>Config.ImageSize</td>") "a shared field is not listed"
+              contains html "<th>field</th><th>values (runs)</th>" "two columns"
+              contains html "<td>Method.<wbr>Recipe.<wbr>LearningRate</td><td>0.001 (run 1) · 0.01 (run 2)</td>" "the rate row, as RunConfig's path"
+              let three = Report.comparisonHtml [ a; b; { a with Seed = 3 } ]
+              contains three "<td>Seed</td><td>0 (runs 1, 3) · 1 (run 2)</td>" "runs sharing a value named together"
+              contains three "<tr><td class=\"num\">3</td><td>l2p</td><td class=\"num\">3</td>" "the runs table numbers the runs"
+              Expect.isFalse (html.Contains "<td>ImageSize</td>") "a shared field is not listed"
               contains (Report.comparisonHtml [ a; a ]) "The runs have the same configuration." "identical runs said"
 
           testCase "formatting helpers"

@@ -23,8 +23,8 @@ module Warnings =
     [<Literal>]
     let ChanceTolerance = 1.0
 
-    /// "task 3", "tasks 1-5", "tasks 1, 3, 4-6" for 0-based task indices.
-    let taskList (indices: int list) =
+    /// "task 3", "tasks 1-5", "tasks 1, 3-5" (with `noun` "task") for 0-based indices, counted from 1.
+    let numbered (noun: string) (indices: int list) =
         let rec runs (acc: (int * int) list) (xs: int list) =
             match xs, acc with
             | [], _ -> List.rev acc
@@ -34,7 +34,10 @@ module Warnings =
             runs [] (List.sort indices |> List.distinct)
             |> List.map (fun (a, b) -> if a = b then string (a + 1) else sprintf "%d-%d" (a + 1) (b + 1))
             |> String.concat ", "
-        (if List.length (List.distinct indices) = 1 then "task " else "tasks ") + text
+        (if List.length (List.distinct indices) = 1 then noun + " " else noun + "s ") + text
+
+    /// "task 3", "tasks 1-5", "tasks 1, 3-5" for 0-based task indices.
+    let taskList (indices: int list) = numbered "task" indices
 
     /// Warnings known before training from the recipe and each task's number of training images.
     /// `trains`: whether the method has anything the optimiser updates (SimpleCIL does not).
