@@ -145,6 +145,32 @@ let tests =
               Expect.isFalse (line.Contains "ERROR") line
           }
 
+          test "Ctrl-C prints the one command that resumes, and that command does" {
+              let data, checkpoint = inputs.Force()
+              let out = Path.Combine(tempDir (), "interrupted")
+              let args = runArgs data checkpoint out 20 []
+              let psi = ProcessStartInfo("dotnet", CliRun.cliDll :: args, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+              use p = Process.Start psi
+              let _ = p.StandardOutput.ReadToEndAsync()
+              let err = p.StandardError.ReadToEndAsync()
+              let clock = Stopwatch.StartNew()
+              while not (File.Exists(Run.progressFile out)) && clock.Elapsed.TotalSeconds < 120.0 && not p.HasExited do
+                  Threading.Thread.Sleep 50
+              Expect.isFalse p.HasExited "still running after its first epoch"
+              use kill = Process.Start("kill", [ "-INT"; string p.Id ])
+              kill.WaitForExit()
+              p.WaitForExit()
+              Expect.notEqual p.ExitCode 0 "an interrupted run does not report success"
+              let line = err.Result.Trim()
+              Expect.stringStarts line "interrupted: the same command resumes this run from its last saved epoch: prompting run " "one line saying so"
+              let command = line.Substring(line.IndexOf "prompting run " + "prompting ".Length)
+              Expect.equal command (String.Join(" ", args)) "the command as given (no argument here needs quoting)"
+              let code, _, err2 = runCli args
+              Expect.equal code 0 err2
+              Expect.stringContains (File.ReadAllText(Run.logFile out)) "resuming after epoch" "it resumed"
+              Expect.equal (matrix out).Length 2 "and finished"
+          }
+
           test "leftover temporary files of an interrupted write are removed on the next start" {
               let out = copyOfFinished ()
               let leftovers = [ Path.Combine(out, "progress.json.0123abcd.tmp"); Path.Combine(Run.stateDir out, "task-01.safetensors.89abcdef.tmp") ]

@@ -113,7 +113,7 @@ let tests =
               let out = Path.Combine(dir, "run")
               let args =
                   [ "fsi"; Path.Combine(root, "scripts", "compose.fsx"); "--"; "--data"; data; "--checkpoint"; fixture "vit_depth5.safetensors"
-                    "--heads"; "2"; "--image-size"; "32"; "--epochs"; "1"; "--out"; out; "--device"; "cpu" ]
+                    "--heads"; "2"; "--image-size"; "32"; "--epochs"; "1"; "--components"; "10"; "--out"; out; "--device"; "cpu" ]
               let psi = ProcessStartInfo("dotnet", args, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
               use p = Process.Start psi
               let err = p.StandardError.ReadToEndAsync()
@@ -133,8 +133,9 @@ let tests =
               Expect.equal general Prompting.Prompts.Methods.dualPromptCoda.Groups.Head "the G-prompt, unchanged"
               let pool = groups[1]
               Expect.equal (pool.GetProperty("Length").GetInt32()) 8 "CODA's prompt length"
-              Expect.stringContains (pool.GetProperty("Layers").GetRawText()) "[2,3,4]" "layers 2-4"
-              Expect.stringContains (pool.GetProperty("Source").GetRawText()) "\"Components\":50" "a pool of 50 components"
+              let compact (e: JsonElement) = Regex.Replace(e.GetRawText(), @"\s", "")
+              Expect.stringContains (compact (pool.GetProperty "Layers")) "[2,3,4]" "layers 2-4"
+              Expect.stringContains (compact (pool.GetProperty "Source")) "\"Components\":10" "a pool of --components 10"
               let recipe = m.GetProperty "Recipe"
               Expect.equal (recipe.GetProperty("BatchSize").GetInt32()) 64 "its own batch"
               Expect.equal (recipe.GetProperty("Epochs").GetInt32()) 1 "--epochs overrides only the epochs"

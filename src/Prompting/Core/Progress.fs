@@ -22,7 +22,9 @@ type PlainProgress(out: TextWriter, clock: unit -> DateTime, interval: TimeSpan,
     let started = clock ()
     let mutable completed = 0L
     let mutable status = ""
-    let mutable lastLine = started
+    // The last progress line (or the start): messages do not delay the next one, so a run whose
+    // epochs are shorter than the interval still shows where it stands.
+    let mutable lastProgress = started
 
     static let duration (t: TimeSpan) =
         let t = TimeSpan.FromSeconds(Math.Round(max 0.0 t.TotalSeconds))
@@ -32,7 +34,6 @@ type PlainProgress(out: TextWriter, clock: unit -> DateTime, interval: TimeSpan,
     let write (now: DateTime) (text: string) =
         out.WriteLine(sprintf "%s [%s] %s" (now.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture)) title text)
         out.Flush()
-        lastLine <- now
 
     let progressText (now: DateTime) =
         let elapsed = now - started
@@ -74,7 +75,9 @@ type PlainProgress(out: TextWriter, clock: unit -> DateTime, interval: TimeSpan,
             lock gate (fun () ->
                 completed <- completed + int64 n
                 let now = clock ()
-                if now - lastLine >= interval then write now (progressText now))
+                if now - lastProgress >= interval then
+                    write now (progressText now)
+                    lastProgress <- now)
 
         member _.Status text = lock gate (fun () -> status <- text)
 
