@@ -17,6 +17,17 @@ let private singleFolderTree (root: string) (classes: int) (perClass: int) =
         for i in 0 .. perClass - 1 do
             Cli.writeBmp (Path.Combine(dir, sprintf "img_%d.bmp" i)) 12 12 (fun x y -> byte (c * 12), byte (x * 20 + i), byte (y * 20))
 
+/// A CIFAR-10 in the binary layout under dir/cifar10: one image per class in each training batch
+/// (5 per class) and in the test batch.
+let private tinyCifar10 (dir: string) =
+    let data = Path.Combine(dir, "cifar10")
+    Directory.CreateDirectory data |> ignore
+    let records = [ for c in 0..9 -> c, Prompting.Tests.Data.cifarPixels c ]
+    for f in Cifar.trainFiles Cifar.Cifar10 @ Cifar.testFiles Cifar.Cifar10 do
+        File.WriteAllBytes(Path.Combine(data, f), Cifar.encode Cifar.Cifar10 records)
+    Prompting.Tests.Data.writeText (Path.Combine(data, Cifar.metaFile Cifar.Cifar10)) Prompting.Tests.Data.cifar10Names
+    data
+
 [<Tests>]
 let tests =
     testList
@@ -66,13 +77,7 @@ let tests =
 
           test "results-cifar10.fsx passes --query-depth to every run and states it" {
               let dir = tempDir ()
-              // A CIFAR-10 of one image per class in each training batch (5 per class) and in the test batch.
-              let data = Path.Combine(dir, "cifar10")
-              Directory.CreateDirectory data |> ignore
-              let records = [ for c in 0..9 -> c, Prompting.Tests.Data.cifarPixels c ]
-              for f in Cifar.trainFiles Cifar.Cifar10 @ Cifar.testFiles Cifar.Cifar10 do
-                  File.WriteAllBytes(Path.Combine(data, f), Cifar.encode Cifar.Cifar10 records)
-              Prompting.Tests.Data.writeText (Path.Combine(data, Cifar.metaFile Cifar.Cifar10)) Prompting.Tests.Data.cifar10Names
+              let data = tinyCifar10 dir
               let script = Path.Combine(root, "scripts", "results-cifar10.fsx")
               let runScript (extra: string list) =
                   let out = Path.Combine(dir, "sweep")
@@ -103,23 +108,12 @@ let tests =
 
           test "compose.fsx composes g-coda from registered parts and runs it on cifar10 with its own recipe" {
               let dir = tempDir ()
-              // A CIFAR-10 of one image per class in each training batch (5 per class) and in the test batch.
-              let data = Path.Combine(dir, "cifar10")
-              Directory.CreateDirectory data |> ignore
-              let records = [ for c in 0..9 -> c, Prompting.Tests.Data.cifarPixels c ]
-              for f in Cifar.trainFiles Cifar.Cifar10 @ Cifar.testFiles Cifar.Cifar10 do
-                  File.WriteAllBytes(Path.Combine(data, f), Cifar.encode Cifar.Cifar10 records)
-              Prompting.Tests.Data.writeText (Path.Combine(data, Cifar.metaFile Cifar.Cifar10)) Prompting.Tests.Data.cifar10Names
+              let data = tinyCifar10 dir
               let out = Path.Combine(dir, "run")
-              let args =
-                  [ "fsi"; Path.Combine(root, "scripts", "compose.fsx"); "--"; "--data"; data; "--checkpoint"; fixture "vit_depth5.safetensors"
-                    "--heads"; "2"; "--image-size"; "32"; "--epochs"; "1"; "--components"; "10"; "--out"; out; "--device"; "cpu" ]
-              let psi = ProcessStartInfo("dotnet", args, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
-              use p = Process.Start psi
-              let err = p.StandardError.ReadToEndAsync()
-              let stdout = p.StandardOutput.ReadToEnd()
-              p.WaitForExit()
-              Expect.equal p.ExitCode 0 (stdout + err.Result)
+              let code, stdout, err =
+                  runDotnet [ "fsi"; Path.Combine(root, "scripts", "compose.fsx"); "--"; "--data"; data; "--checkpoint"; fixture "vit_depth5.safetensors"
+                              "--heads"; "2"; "--image-size"; "32"; "--epochs"; "1"; "--components"; "10"; "--out"; out; "--device"; "cpu" ]
+              Expect.equal code 0 (stdout + err)
               Expect.stringContains stdout "report:" "prints the report path"
               use config = JsonDocument.Parse(File.ReadAllText(Path.Combine(out, "config.json")))
               let c = config.RootElement.GetProperty "Config"
