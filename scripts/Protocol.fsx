@@ -237,7 +237,6 @@ let main (script: string) (extras: Extra list) (build: Options -> Protocol) =
                 let o = parse extras argv
                 let p = build o
                 let dir = o.Out |> Option.defaultValue (Path.Combine("runs", sprintf "%s-s%d" p.Name o.Seed))
-                Directory.CreateDirectory dir |> ignore
                 let prepared = runConfig p o
                 describe prepared.Config
                 let device = Devices.parse o.Device

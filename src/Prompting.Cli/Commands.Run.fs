@@ -47,6 +47,11 @@ let request (args: ParseResults<RunArgs>) : RunRequest =
       Validation = args.TryGetResult RunArgs.Validation
       AcceptRecipeChange = if args.Contains RunArgs.Accept_Recipe_Change then Some true else None }
 
+/// An argument as a POSIX shell reads it back: quoted when it holds anything but safe characters.
+let quoteArgument (arg: string) =
+    if arg <> "" && arg |> Seq.forall (fun c -> Char.IsLetterOrDigit c || "-_./:=,+@%".Contains c) then arg
+    else "'" + arg.Replace("'", "'\\''") + "'"
+
 /// The run configuration from an optional file and the command's flags (checkpoint read once).
 let configure (args: ParseResults<RunArgs>) : PreparedRun = Configure.resolve (request args)
 
@@ -55,7 +60,15 @@ let run (args: ParseResults<RunArgs>) =
     let config = prepared.Config
     let device = Devices.parse (args.GetResult(RunArgs.Device, defaultValue = "auto"))
     let dir = args.GetResult(RunArgs.Out, defaultValue = Path.Combine("runs", sprintf "%s-%s-s%d" config.Method.Name config.Benchmark config.Seed))
-    let outcome = Runs.run prepared dir device
+    // Ctrl-C ends the process at once (every state file is written atomically); say how to go on.
+    let interrupted =
+        ConsoleCancelEventHandler(fun _ _ ->
+            let command = Environment.GetCommandLineArgs() |> Array.skip 1 |> Array.map quoteArgument |> String.concat " "
+            eprintfn "interrupted: the same command resumes this run from its last saved epoch: prompting %s" command)
+    Console.CancelKeyPress.AddHandler interrupted
+    let outcome =
+        try Runs.run prepared dir device
+        finally Console.CancelKeyPress.RemoveHandler interrupted
     let summary = Experiment.summary (Run.record prepared) outcome.Progress
     Report.printSummary summary
     printfn "run directory: %s" (Path.GetFullPath dir)

@@ -28,8 +28,11 @@ let run (argv: string[]) =
         printfn "%s" e.Message
         0
     | :? ArguParseException as e ->
-        // Argu appends the whole usage; one line and a pointer to --help is clearer.
-        eprintfn "error: %s (see --help)" ((e.Message.Split('\n')[0]).Trim())
+        // Argu appends the whole usage and starts with its own "ERROR:"; one line and a pointer
+        // to --help is clearer.
+        let first = (e.Message.Split('\n')[0]).Trim()
+        let text = if first.StartsWith("ERROR:", StringComparison.OrdinalIgnoreCase) then first.Substring(6).TrimStart() else first
+        eprintfn "error: %s (see --help)" text
         2
     | PromptingError message ->
         eprintfn "error: %s" message

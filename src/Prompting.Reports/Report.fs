@@ -138,10 +138,13 @@ module Report =
     let private css =
         """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1100px;color:#222;padding:0 16px}
 h1{font-size:1.6em;margin-bottom:4px}h2{font-size:1.25em;margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:4px}
-table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left;vertical-align:top}
+table{border-collapse:collapse;margin:8px 0;max-width:100%}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
 th{background:#f3f5f9}td.num{text-align:right;font-variant-numeric:tabular-nums}
 pre{background:#f7f7f9;border:1px solid #e1e1e8;padding:12px;overflow:auto;font-size:0.85em}
-.muted{color:#777;font-size:0.9em}code{font-size:0.9em}.wide{overflow-x:auto}"""
+.muted{color:#777;font-size:0.9em}code{font-size:0.9em}.wide{overflow-x:auto}
+.settings{font-family:ui-monospace,monospace;font-size:0.9em;background:#f7f7f9;padding:6px 10px;border:1px solid #e1e1e8}
+table.differences td:first-child{overflow-wrap:normal;min-width:12em}
+.warnings{background:#fff4e5;border:1px solid #f0b35a;padding:4px 16px;margin:12px 0}.warnings h2{border:none;margin-top:8px}"""
 
     let page (title: string) (body: string) =
         let sb = StringBuilder()
@@ -198,6 +201,7 @@ pre{background:#f7f7f9;border:1px solid #e1e1e8;padding:12px;overflow:auto;font-
           "trainable parameters", formatCount run.TrainableParameters
           "checkpoint", run.Checkpoint
           "checkpoint SHA-256", run.CheckpointSha256 ]
+        @ [ for w in run.Warnings -> "warning", w ]
 
     /// Title of the accuracy-matrix plot.
     [<Literal>]
@@ -218,8 +222,24 @@ pre{background:#f7f7f9;border:1px solid #e1e1e8;padding:12px;overflow:auto;font-
         let add (s: string) = body.Append(s).Append('\n') |> ignore
         add (sprintf "<h1>%s, seed %d</h1>" (escape run.Method) run.Seed)
         add (sprintf "<p class=\"muted\">%d tasks; generated %s UTC</p>" run.Metrics.Tasks (DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm", invariant)))
+        if run.Settings <> "" then add (sprintf "<p class=\"settings\">%s</p>" (escape run.Settings))
+        if not run.Warnings.IsEmpty then
+            add "<div class=\"warnings\"><h2>Warnings</h2><ul>"
+            for w in run.Warnings do add (sprintf "<li>%s</li>" (escape w))
+            add "</ul></div>"
         add "<h2>Summary</h2>"
         add (keyValueTable (summaryRows run))
+        if not run.TaskClasses.IsEmpty then
+            add "<h2>Classes of each task</h2>"
+            add (gridTable [ "task"; "classes (in the run's order)" ]
+                    [ for t, names in List.indexed run.TaskClasses -> [ taskLabel t; String.Join(", ", names) ] ])
+        if not run.EpochLosses.IsEmpty then
+            add "<h2>Training loss per epoch</h2>"
+            let epochs = run.EpochLosses |> List.map List.length |> List.max
+            let loss (x: float) = if Double.IsNaN x then "no steps" else x.ToString("F4", invariant)
+            add (gridTable ("task" :: [ for e in 1 .. epochs -> sprintf "epoch %d" e ])
+                    [ for t, losses in List.indexed run.EpochLosses ->
+                          taskLabel t :: [ for e in 0 .. epochs - 1 -> if e < losses.Length then loss losses[e] else "" ] ])
         add (sprintf "<h2>%s</h2>" (escape MatrixTitle))
         add (chartHtml (accuracyMatrixChart MatrixTitle m))
         add (sprintf "<h2>%s</h2>" (escape CurveTitle))
@@ -275,10 +295,39 @@ pre{background:#f7f7f9;border:1px solid #e1e1e8;padding:12px;overflow:auto;font-
               CodaForgetting = over _.Metrics.ClassIncremental.CodaForgetting
               TrainSeconds = over _.TrainSeconds })
 
-    /// "85.50 ± 1.23".
+    /// "85.50 ± 1.23"; a single seed has no spread: just "85.50".
     let formatMeanStd (digits: int) (m: MeanStd) =
         let fmt = "F" + string digits
-        sprintf "%s ± %s" (m.Mean.ToString(fmt, invariant)) (m.Std.ToString(fmt, invariant))
+        if m.Count = 1 then m.Mean.ToString(fmt, invariant)
+        else sprintf "%s ± %s" (m.Mean.ToString(fmt, invariant)) (m.Std.ToString(fmt, invariant))
+
+    /// The leaves of a configuration JSON as (path, compact value): objects and arrays of objects
+    /// are walked, other arrays and values are leaves.
+    let configLeaves (json: string) : (string * string) list =
+        let rec walk (path: string) (e: JsonElement) =
+            let child (name: string) = if path = "" then name else path + "." + name
+            match e.ValueKind with
+            | JsonValueKind.Object -> [ for p in e.EnumerateObject() do yield! walk (child p.Name) p.Value ]
+            | JsonValueKind.Array when e.EnumerateArray() |> Seq.exists (fun x -> x.ValueKind = JsonValueKind.Object) ->
+                [ for i, x in Seq.indexed (e.EnumerateArray()) do yield! walk (sprintf "%s[%d]" path i) x ]
+            // The text itself, not its JSON escapes (l2p++, not l2p\u002B\u002B).
+            | JsonValueKind.String -> [ path, "\"" + e.GetString() + "\"" ]
+            | _ -> [ path, e.GetRawText() ]
+        if String.IsNullOrWhiteSpace json then []
+        else
+            try
+                use doc = JsonDocument.Parse json
+                walk "" doc.RootElement
+            with :? JsonException -> []
+
+    /// The configuration fields whose values are not the same in every run: (path, value per run;
+    /// "(absent)" where a run lacks the field). Paths in first appearance order.
+    let configDifferences (configs: string list) : (string * string list) list =
+        let maps = configs |> List.map (configLeaves >> Map.ofList)
+        let paths = configs |> List.collect (configLeaves >> List.map fst) |> List.distinct
+        [ for path in paths do
+              let values = maps |> List.map (fun m -> defaultArg (Map.tryFind path m) "(absent)")
+              if List.distinct values |> List.length > 1 then yield path, values ]
 
     let private comparisonHeader =
         [ "method"; "seeds"; "A_N (%)"; "CAA (%)"; "F_N"; "CODA forgetting"; "train time (s)" ]
@@ -318,18 +367,45 @@ pre{background:#f7f7f9;border:1px solid #e1e1e8;padding:12px;overflow:auto;font-
         let body = StringBuilder()
         let add (s: string) = body.Append(s).Append('\n') |> ignore
         add "<h1>Comparison of runs</h1>"
-        add (sprintf "<p class=\"muted\">%d runs, %d methods; standard deviations are sample (n − 1) over seeds.</p>" runs.Length comparisons.Length)
+        add (sprintf "<p class=\"muted\">%d runs, %d methods; standard deviations are sample (n − 1) over seeds; a method with n = 1 (one seed) shows its value alone.</p>" runs.Length comparisons.Length)
         add "<h2>Summary</h2>"
         add (gridTable comparisonHeader (comparisons |> List.map comparisonCells))
+        add "<h2>Configuration differences</h2>"
+        match configDifferences (runs |> List.map _.ConfigJson) with
+        | [] -> add "<p class=\"muted\">The runs have the same configuration.</p>"
+        | differences ->
+            // Values with the runs (numbered as in the table of runs) that have them: two columns
+            // whatever the number of runs, so the table keeps to the page.
+            let grouped (values: string list) =
+                values
+                |> List.indexed
+                |> List.groupBy snd
+                |> List.map (fun (value, runs) -> sprintf "%s (%s)" value (Engine.Warnings.numbered "run" (List.map fst runs)))
+                |> String.concat " · "
+            add "<p class=\"muted\">Only the fields whose values differ between the runs, as paths of the run configuration (what <code>--config</code> files and sweep grids name); runs numbered as in the table of runs below.</p>"
+            let table = StringBuilder("<div class=\"wide\"><table class=\"differences\">\n<tr><th>field</th><th>values (runs)</th></tr>\n")
+            for path, values in differences do
+                // Config.Method.Recipe.Epochs is RunConfig's Method.Recipe.Epochs; long paths break at their dots.
+                let field = if path.StartsWith "Config." then path.Substring 7 else path
+                table.Append("<tr><td>").Append((escape field).Replace(".", ".<wbr>")).Append("</td><td>").Append(escape (grouped values)).Append("</td></tr>\n") |> ignore
+            add (table.Append("</table></div>").ToString())
         add (sprintf "<h2>%s</h2>" (escape ComparisonTitle))
         add (chartHtml (comparisonChart comparisons))
         add "<h2>Runs</h2>"
+        let sha (r: RunSummary) =
+            if isNull r.CheckpointSha256 || r.CheckpointSha256.Length <= 12 then r.CheckpointSha256 else r.CheckpointSha256.Substring(0, 12) + "…"
+        // One checkpoint for all runs is said once, so the table keeps to the page's width.
+        let sharedCheckpoint = runs |> List.map (fun r -> r.Checkpoint, r.CheckpointSha256) |> List.distinct |> List.length = 1
+        if sharedCheckpoint && not runs.IsEmpty then
+            add (sprintf "<p class=\"muted\">Checkpoint of every run: %s (SHA-256 %s).</p>" (escape runs.Head.Checkpoint) (escape runs.Head.CheckpointSha256))
         add (
             gridTable
-                [ "method"; "seed"; "A_N (%)"; "CAA (%)"; "F_N"; "CODA forgetting"; "train time"; "peak memory"; "trainable parameters"; "checkpoint"; "SHA-256 (start)" ]
-                [ for r in runs ->
+                ([ "run"; "method"; "seed"; "A_N (%)"; "CAA (%)"; "F_N"; "CODA forgetting"; "train time"; "peak memory"; "trainable parameters" ]
+                 @ (if sharedCheckpoint then [] else [ "checkpoint"; "SHA-256 (start)" ]))
+                [ for i, r in List.indexed runs ->
                       let m = r.Metrics.ClassIncremental
-                      [ r.Method
+                      [ string (i + 1)
+                        r.Method
                         string r.Seed
                         f2 m.FinalAverageAccuracy
                         f2 m.AverageIncrementalAccuracy
@@ -337,10 +413,8 @@ pre{background:#f7f7f9;border:1px solid #e1e1e8;padding:12px;overflow:auto;font-
                         f2 m.CodaForgetting
                         formatDuration r.TrainSeconds
                         formatBytes r.PeakMemoryBytes
-                        formatCount r.TrainableParameters
-                        r.Checkpoint
-                        (if isNull r.CheckpointSha256 || r.CheckpointSha256.Length <= 12 then r.CheckpointSha256
-                         else r.CheckpointSha256.Substring(0, 12) + "…") ] ]
+                        formatCount r.TrainableParameters ]
+                      @ (if sharedCheckpoint then [] else [ r.Checkpoint; sha r ]) ]
         )
         page "Comparison of runs" (body.ToString())
 

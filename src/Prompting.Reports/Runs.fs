@@ -10,7 +10,8 @@ module Runs =
           AfterTask =
             fun dir summary ->
                 Report.writeRun (Experiment.reportFile dir) summary
-                TensorBoard.writeRun dir }
+                TensorBoard.writeRun dir
+          SummaryText = Report.summaryText }
 
     /// Runs (or resumes) a prepared run in `dir`.
     let run (run: PreparedRun) (dir: string) (device: TorchSharp.torch.Device) = Experiment.run console run dir device

@@ -243,6 +243,43 @@ let tests =
               Expect.equal (matrix out).Length 2 "the run finished"
           }
 
+          test "too few steps and a batch over the task's data: the same warnings in the log, the printed summary, the report and progress.json" {
+              let data, checkpoint = inputs.Force()
+              let out = Path.Combine(tempDir (), "big-batch")
+              let args = runArgs data checkpoint out 1 [] |> List.map (fun a -> if a = "8" then "128" else a)
+              let code, stdout, err = runCli args
+              Expect.equal code 0 (err + stdout)
+              // 2 tasks of 2 classes × 8 training images: ceil(16 / 128) = 1 batch, 1 epoch.
+              let expected =
+                  [ "tasks 1-2: 1 optimiser step per task (1 epoch × 1 batch of up to 128 for 16 training images), fewer than 10: lower --batch-size or raise --epochs"
+                    "tasks 1-2: the batch of 128 exceeds the task's 16 training images: every step is one partial batch of the whole task" ]
+              let log = File.ReadAllText(Path.Combine(out, "log.txt"))
+              let html = File.ReadAllText(Path.Combine(out, "report.html"))
+              use progress = JsonDocument.Parse(File.ReadAllText(Path.Combine(out, "progress.json")))
+              let recorded = [ for w in progress.RootElement.GetProperty("Warnings").EnumerateArray() -> w.GetString() ]
+              for w in expected do
+                  Expect.stringContains log ("warning: " + w) "in the log"
+                  Expect.stringContains stdout w "in the printed summary"
+                  Expect.stringContains html (Prompting.Report.escape w) "in the report"
+                  Expect.contains recorded w "recorded"
+              // log.txt ends with the summary: its last line is the summary's last row.
+              let lastLine = log.TrimEnd().Split('\n') |> Array.last
+              Expect.stringContains lastLine "| warning" "the log ends with the summary table"
+              Expect.stringContains log "summary:" "introduced"
+              // The report: one line of settings, each task's classes, the loss of each epoch.
+              Expect.stringContains html "method linear; head linear" "settings line"
+              for part in [ "image size 32"; "1 epoch;"; "batch 128"; "seed 0"; "tiny.safetensors (frozen)" ] do
+                  Expect.stringContains html part (sprintf "settings: %s" part)
+              let classes = [ for t in progress.RootElement.GetProperty("TaskClasses").EnumerateArray() -> [ for c in t.EnumerateArray() -> c.GetString() ] ]
+              Expect.equal (classes |> List.map List.length) [ 2; 2 ] "two classes per task"
+              Expect.equal (List.concat classes |> List.sort) [ "class0"; "class1"; "class2"; "class3" ] "every class once"
+              for t in classes do Expect.stringContains html (String.Join(", ", t)) "each task's classes in the report"
+              Expect.stringContains log (sprintf "(%s)" (String.Join(", ", classes.Head))) "and in the log"
+              for row in progress.RootElement.GetProperty("EpochLosses").EnumerateArray() do
+                  for loss in row.EnumerateArray() do
+                      Expect.stringContains html (loss.GetDouble().ToString("F4", Globalization.CultureInfo.InvariantCulture)) "each epoch's loss"
+          }
+
           test "an undecodable .bmp stops the run with one line naming it unless --skip-corrupt" {
               let _, checkpoint = inputs.Force()
               let broken = writeBenchmark (Path.Combine(tempDir (), "broken"))

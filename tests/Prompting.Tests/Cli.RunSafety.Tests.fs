@@ -98,17 +98,77 @@ let tests =
               Expect.equal code 0 err
           }
 
-          test "a diverging run stops with one line (task, epoch, step), keeps its last good state, and resumes only by choice" {
-              let out = Path.Combine(tempDir (), "diverging")
-              let line = expectOneLineError (rerun out [ "--lr"; "1e30" ]) [ "diverged"; "task 1"; "epoch 1" ]
+          test "a run diverging before anything was saved leaves nothing; one diverging later keeps its last good state and resumes only by choice" {
+              let fresh = Path.Combine(tempDir (), "diverging")
+              let line = expectOneLineError (rerun fresh [ "--lr"; "1e30" ]) [ "diverged"; "task 1"; "epoch 1" ]
+              Expect.stringContains line "nothing trained" "says nothing was kept"
+              Expect.isFalse (Directory.Exists fresh) "nothing left that could block the corrected command"
+              let code0, _, err0 = runCli (rerun fresh [ "--lr"; "0.001" ])
+              Expect.equal code0 0 err0
+              // Diverging in task 2 after a finished task 1.
+              let out = copyOfFinished ()
+              midTask2 out ignore
+              File.Delete(Run.taskStateFile out 1)
+              let kept = File.ReadAllBytes(Run.taskStateFile out 0)
+              let line = expectOneLineError (rerun out [ "--lr"; "1e30"; "--accept-recipe-change" ]) [ "diverged"; "task 2"; "epoch 1" ]
               Expect.stringContains line "--accept-recipe-change" "says how to go on"
-              Expect.isFalse (File.Exists(Path.Combine(out, "progress.json"))) "no progress recorded for the diverged epoch"
-              Expect.isEmpty (Directory.GetFiles(Run.stateDir out)) "no state saved from the diverged epoch"
+              Expect.stringContains line "the state after task 1" "says what it keeps"
+              Expect.equal (File.ReadAllBytes(Run.taskStateFile out 0)) kept "task 1's state kept"
+              Expect.isFalse (File.Exists(Run.taskStateFile out 1)) "no state saved from the diverged task"
               expectOneLineError (rerun out [ "--lr"; "0.001" ]) [ "different configuration"; "LearningRate"; "--accept-recipe-change" ] |> ignore
               let code, _, err = runCli (rerun out [ "--lr"; "0.001"; "--accept-recipe-change" ])
               Expect.equal code 0 err
               Expect.stringContains (File.ReadAllText(Run.logFile out)) "configuration changed on resume: Config.Method.Recipe.LearningRate" "the change is logged"
               Expect.stringContains (File.ReadAllText(Run.configFile out)) "\"LearningRate\": 0.001" "and recorded"
+          }
+
+          test "a start that fails or is killed before its first saved epoch never blocks the corrected command" {
+              let data, checkpoint = inputs.Force()
+              // The checkpoint's patch is 8: 33 fails before anything is written.
+              let out = Path.Combine(tempDir (), "image-size")
+              expectOneLineError (runArgs data checkpoint out 2 [] |> List.map (fun a -> if a = "32" then "33" else a))
+                  [ "--image-size 33"; "patch size 8" ] |> ignore
+              Expect.isFalse (Directory.Exists out) "nothing written"
+              // A start killed before its first epoch was saved: config.json and a lock, no progress.
+              let killed = Path.Combine(tempDir (), "killed-early")
+              let code, _, err = runCli (runArgs data checkpoint killed 1 [])
+              Expect.equal code 0 err
+              for f in [ "progress.json"; "metrics.json"; "log.txt" ] do File.Delete(Path.Combine(killed, f))
+              for f in Directory.GetFiles(Run.stateDir killed) do File.Delete f
+              let code2, _, err2 = runCli (runArgs data checkpoint killed 1 [ "--seed"; "5" ])
+              Expect.equal code2 0 err2
+              Expect.stringContains (File.ReadAllText(Run.logFile killed)) "an earlier start here trained nothing; its configuration is replaced (" "the replacement is logged"
+              Expect.stringContains (File.ReadAllText(Run.logFile killed)) "Config.Seed: 0 -> 5" "naming the change"
+              Expect.stringContains (File.ReadAllText(Run.configFile killed)) "\"Seed\": 5" "the new configuration is recorded"
+              // Argu's own "ERROR:" is not doubled behind ours.
+              let line = expectOneLineError [ "run"; "--bogus" ] [ "error: unrecognized argument" ]
+              Expect.isFalse (line.Contains "ERROR") line
+          }
+
+          test "Ctrl-C prints the one command that resumes, and that command does" {
+              let data, checkpoint = inputs.Force()
+              let out = Path.Combine(tempDir (), "interrupted")
+              let args = runArgs data checkpoint out 20 []
+              let psi = ProcessStartInfo("dotnet", CliRun.cliDll :: args, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+              use p = Process.Start psi
+              let _ = p.StandardOutput.ReadToEndAsync()
+              let err = p.StandardError.ReadToEndAsync()
+              let clock = Stopwatch.StartNew()
+              while not (File.Exists(Run.progressFile out)) && clock.Elapsed.TotalSeconds < 120.0 && not p.HasExited do
+                  Threading.Thread.Sleep 50
+              Expect.isFalse p.HasExited "still running after its first epoch"
+              use kill = Process.Start("kill", [ "-INT"; string p.Id ])
+              kill.WaitForExit()
+              p.WaitForExit()
+              Expect.notEqual p.ExitCode 0 "an interrupted run does not report success"
+              let line = err.Result.Trim()
+              Expect.stringStarts line "interrupted: the same command resumes this run from its last saved epoch: prompting run " "one line saying so"
+              let command = line.Substring(line.IndexOf "prompting run " + "prompting ".Length)
+              Expect.equal command (String.Join(" ", args)) "the command as given (no argument here needs quoting)"
+              let code, _, err2 = runCli args
+              Expect.equal code 0 err2
+              Expect.stringContains (File.ReadAllText(Run.logFile out)) "resuming after epoch" "it resumed"
+              Expect.equal (matrix out).Length 2 "and finished"
           }
 
           test "leftover temporary files of an interrupted write are removed on the next start" {

@@ -143,7 +143,8 @@ let data =
 let private summary (name: string) (matrix: float[][]) (seconds: float) : RunSummary =
     let evaluations = matrix |> Array.map (Array.map (fun a -> { ClassIncremental = a; TaskIncremental = a; PromptChoice = None }))
     { Method = name; Seed = 0; Metrics = Metrics.ofEvaluations evaluations; TrainSeconds = seconds; PeakMemoryBytes = 0L
-      TrainableParameters = 10L; Checkpoint = "c"; CheckpointSha256 = "0"; ConfigJson = "{}" }
+      TrainableParameters = 10L; Checkpoint = "c"; CheckpointSha256 = "0"; ConfigJson = "{}"
+      Settings = ""; TaskClasses = []; EpochLosses = []; Warnings = [] }
 
 let private forgetful = summary "sequential" [| [| 90.0 |]; [| 0.0; 95.0 |] |] 3.0
 let private keeper = summary "dualprompt" [| [| 90.0 |]; [| 80.0; 70.0 |] |] 5.5

@@ -385,4 +385,32 @@ let tests =
                       ""
                   with PromptingError m -> m
               Expect.stringContains message "Seed: 3 -> 4" "names the changed field"
+          }
+
+          test "a run reports each step in the user's terms and records its tasks' classes and its warnings" {
+              let cfg = config Methods.linear
+              let scenario = Scenario.build cfg.Scenario cfg.Tasks cfg.ClassOrder (syntheticDataset ())
+              let steps = ResizeArray<StepDone>()
+              let events = { RunEvents.silent with Step = steps.Add }
+              let dir = tempDir ()
+              Run.execute (PreparedRun.ofConfig cfg) dir scenario (provider cfg.ImageSize cfg.Method.Recipe.BatchSize) torch.CPU events |> ignore
+              // 2 tasks of 2 × 12 images, batch 8: 3 steps per epoch, 2 epochs.
+              let expected =
+                  [ for t in 1 .. 2 do
+                        for e in 1 .. 2 do
+                            for s in 1 .. 3 -> t, e, s ]
+              Expect.equal [ for s in steps -> s.Task, s.Epoch, s.Step ] expected "task, epoch, step, in order"
+              Expect.isTrue (steps |> Seq.forall (fun s -> s.Tasks = 2 && s.Epochs = 2 && s.Steps = 3 && s.Images = 8)) "totals and batch sizes"
+              let progress = Run.readProgress dir
+              Expect.equal progress.TaskClasses (Some [ [ "red"; "green" ]; [ "blue"; "yellow" ] ]) "natural order, by name"
+              let recorded = defaultArg progress.Warnings []
+              Expect.equal (List.head recorded)
+                  "tasks 1-2: 6 optimiser steps per task (2 epochs × 3 batches of up to 8 for 24 training images), fewer than 10: lower --batch-size or raise --epochs"
+                  "the plan's warning, recorded"
+              let summary = Experiment.summaryOf dir
+              Expect.equal summary.Warnings recorded "the summary shows what the run recorded"
+              Expect.equal summary.EpochLosses progress.EpochLosses "losses per epoch"
+              Expect.stringContains summary.Settings "method linear" "settings: method"
+              for part in [ "image size 32"; "2 epochs"; "batch 8"; "lr 0.01"; "seed 3"; "frozen" ] do
+                  Expect.stringContains summary.Settings part (sprintf "settings: %s" part)
           } ]

@@ -35,7 +35,7 @@ let private train (method: Method) (epochs: int) (steps: int) (stepDone: unit ->
     use model = PromptedModel.build method layout (Checkpoint.load (fixture "vit_depth5.safetensors") { LoadOptions.defaults with Heads = Some 2 })
     model.BeginTask 1
     let recipe = { method.Recipe with Epochs = epochs; BatchSize = 4 }
-    Trainer.trainTask model recipe torch.CPU steps (batches steps) 0 ignore stepDone (fun e loss _ -> epochDone e loss)
+    Trainer.trainTask model recipe torch.CPU steps (batches steps) 0 ignore (fun _ _ _ -> stepDone ()) (fun e loss _ -> epochDone e loss)
 
 let private methods = [ Methods.l2p; Methods.dualPrompt 2; codaSmall; Methods.vqPrompt; Methods.vptDeep; Methods.linear ]
 
@@ -79,7 +79,7 @@ let tests =
                       GC.WaitForPendingFinalizers()
                       samples.Add(step, torch.Tensor.TotalCount, Diagnostics.Process.GetCurrentProcess().WorkingSet64)
               let recipe = { Methods.l2p.Recipe with Epochs = 1; BatchSize = 2 }
-              Trainer.trainTask model recipe torch.CPU steps (fun _ -> tiny) 0 ignore sample (fun _ _ _ -> ())
+              Trainer.trainTask model recipe torch.CPU steps (fun _ -> tiny) 0 ignore (fun _ _ _ -> sample ()) (fun _ _ _ -> ())
               let counts = samples |> Seq.map (fun (_, c, _) -> c) |> Seq.distinct |> List.ofSeq
               Expect.equal counts.Length 1 (sprintf "live tensors at steps 400..2000: %A" (List.ofSeq samples))
               let _, _, first = samples[0]

@@ -28,6 +28,15 @@ let tempDir () =
     Directory.CreateDirectory dir |> ignore
     dir
 
+/// Runs `dotnet ARGS` (a script through `fsi`, a built tool): exit code, standard output and error.
+let runDotnet (args: string list) =
+    let psi = Diagnostics.ProcessStartInfo("dotnet", args, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+    use p = Diagnostics.Process.Start psi
+    let err = p.StandardError.ReadToEndAsync()
+    let out = p.StandardOutput.ReadToEnd()
+    p.WaitForExit()
+    p.ExitCode, out, err.Result
+
 /// Max |a - b| divided by the output scale max(1, max |b|).
 let relativeError (actual: float32[]) (expected: float32[]) =
     if actual.Length <> expected.Length then infinity

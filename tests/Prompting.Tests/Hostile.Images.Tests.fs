@@ -186,6 +186,12 @@ let imageCheck =
               let withConfig c = { prepared with Config = c }
               let run = dir.File "run"
               Run.prepare prepared run ignore |> ignore
+              // A first epoch saved: from here on the recorded configuration binds the directory.
+              let trained: RunProgress =
+                  { CompletedTasks = 0; EpochsDone = 1; Evaluations = []; EpochLosses = [ [ 0.5 ] ]; TrainSeconds = 1.0
+                    PeakMemoryBytes = 0L; TrainableParameters = 1L; EpochState = None; EpochOptimizers = []
+                    GcRegionOverruns = None; GcUnguardedSteps = None; ValidationEvaluations = None; TaskClasses = None; Warnings = None }
+              File.WriteAllText(Run.progressFile run, Json.serialize trained)
               Run.checkResumable (withConfig { config with SkipCorrupt = true }) run
               Run.prepare (withConfig { config with SkipCorrupt = true }) run ignore |> ignore
               Expect.stringContains (File.ReadAllText(Run.configFile run)) "\"SkipCorrupt\": true" "the resume records the option"

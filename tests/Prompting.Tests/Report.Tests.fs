@@ -25,7 +25,11 @@ let private summary =
       TrainableParameters = 3_840_000L
       Checkpoint = "vit_base_patch16_224.augreg_in21k.safetensors"
       CheckpointSha256 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-      ConfigJson = """{"method":{"name":"coda-prompt","components":100},"tasks":3,"seed":7}""" }
+      ConfigJson = """{"method":{"name":"coda-prompt","components":100},"tasks":3,"seed":7}"""
+      Settings = "method coda-prompt; image size 224; seed 7"
+      TaskClasses = [ [ "cat"; "dog" ]; [ "ship"; "truck" ]; [ "frog"; "<horse>" ] ]
+      EpochLosses = [ [ 2.5; 1.25 ]; [ 0.5 ]; [ nan ] ]
+      Warnings = [ "tasks 1-3: 1 optimiser step per task" ] }
 
 /// A 2-task run with the given A_N and F_N: R = [[90], [90 − F, 2·A − (90 − F)]].
 let private twoTasks (methodName: string) (seed: int) (finalAverage: float) (forgetting: float) (seconds: float) =
@@ -163,6 +167,60 @@ let tests =
               contains html "\"error_y\"" "error bars"
               for cell in [ "82.00 ± 2.00"; "6.00 ± 1.00"; "110.0 ± 10.0"; "86.00 ± 1.73"; "4.00 ± 2.00"; "230.0 ± 30.0" ] do
                   contains html cell (sprintf "table cell %s" cell)
+
+          testCase "run report: the settings line, the warnings, each task's classes and each epoch's loss"
+          <| fun () ->
+              let html = Report.runHtml summary
+              contains html "<p class=\"settings\">method coda-prompt; image size 224; seed 7</p>" "settings line"
+              contains html "<li>tasks 1-3: 1 optimiser step per task</li>" "warning"
+              contains html "<td>task 3</td><td>frog, &lt;horse&gt;</td>" "classes of task 3, escaped"
+              contains html "<td>task 1</td><td>cat, dog</td>" "classes of task 1"
+              // Task 1 trained two epochs, task 2 one; task 3 took no gradient steps.
+              contains html "<td>task 1</td><td class=\"num\">2.5000</td><td class=\"num\">1.2500</td>" "losses of task 1"
+              contains html "<td>task 2</td><td class=\"num\">0.5000</td><td></td>" "task 2: one epoch"
+              contains html "<td>task 3</td><td>no steps</td>" "no steps"
+              let printed = Report.summaryText summary
+              Expect.stringContains printed "| warning " "the printed summary lists the warnings"
+              let quiet = Report.runHtml { summary with Warnings = [] }
+              Expect.isFalse (quiet.Contains "class=\"warnings\"") "no warnings box without warnings"
+
+          testCase "comparison: one seed shows its value alone; several show mean ± std"
+          <| fun () ->
+              Expect.equal (Report.formatMeanStd 2 (Report.meanStd [ 80.0 ])) "80.00" "n = 1"
+              Expect.equal (Report.formatMeanStd 2 (Report.meanStd [ 80.0; 84.0 ])) "82.00 ± 2.83" "n = 2: std √8"
+              let single = [ twoTasks "l2p" 1 80.0 5.0 100.0; twoTasks "coda-prompt" 1 85.0 2.0 200.0 ]
+              let html = Report.comparisonHtml single
+              Expect.isFalse (html.Contains "± 0.00") "no ± 0.00 for single seeds"
+              contains html "n = 1" "says what one seed means"
+              let text = Report.comparisonText (Report.compare single)
+              Expect.stringContains text "|   80.00 |" "terminal table too"
+              Expect.isFalse (text.Contains "±") "no ± in it"
+
+          testCase "comparison: only the configuration fields that differ, per run"
+          <| fun () ->
+              let configs =
+                  [ """{"Config":{"Method":{"Name":"l2p\u002B\u002B","Recipe":{"Epochs":5,"LearningRate":0.001}},"Seed":0,"ImageSize":64,"Groups":[{"Length":5}]}}"""
+                    """{"Config":{"Method":{"Name":"l2p","Recipe":{"Epochs":5,"LearningRate":0.01}},"Seed":1,"ImageSize":64,"Groups":[{"Length":8}]}}"""
+                    """{"Config":{"Method":{"Name":"l2p","Recipe":{"Epochs":5,"LearningRate":0.001}},"Seed":2,"ImageSize":64,"Groups":[{"Length":5}],"Extra":true}}""" ]
+              Expect.equal
+                  (Report.configDifferences configs)
+                  [ "Config.Method.Name", [ "\"l2p++\""; "\"l2p\""; "\"l2p\"" ]
+                    "Config.Method.Recipe.LearningRate", [ "0.001"; "0.01"; "0.001" ]
+                    "Config.Seed", [ "0"; "1"; "2" ]
+                    "Config.Groups[0].Length", [ "5"; "8"; "5" ]
+                    "Config.Extra", [ "(absent)"; "(absent)"; "true" ] ]
+                  "the differing leaves, nothing shared"
+              Expect.isEmpty (Report.configDifferences [ configs[0]; configs[0] ]) "identical runs"
+              let a = { twoTasks "l2p" 1 80.0 5.0 100.0 with ConfigJson = configs[0] }
+              let b = { twoTasks "l2p" 2 82.0 5.0 100.0 with ConfigJson = configs[1] }
+              let html = Report.comparisonHtml [ a; b ]
+              contains html "<th>field</th><th>values (runs)</th>" "two columns"
+              contains html "<td>Method.<wbr>Recipe.<wbr>LearningRate</td><td>0.001 (run 1) · 0.01 (run 2)</td>" "the rate row, as RunConfig's path"
+              let three = Report.comparisonHtml [ a; b; { a with Seed = 3 } ]
+              contains three "<td>Seed</td><td>0 (runs 1, 3) · 1 (run 2)</td>" "runs sharing a value named together"
+              contains three "<tr><td class=\"num\">3</td><td>l2p</td><td class=\"num\">3</td>" "the runs table numbers the runs"
+              Expect.isFalse (html.Contains "<td>ImageSize</td>") "a shared field is not listed"
+              contains (Report.comparisonHtml [ a; a ]) "The runs have the same configuration." "identical runs said"
 
           testCase "formatting helpers"
           <| fun () ->

@@ -2,6 +2,7 @@
 module Prompting.Tests.Scripts
 
 open System.Diagnostics
+open System.Text.RegularExpressions
 open System.IO
 open System.Text.Json
 open Expecto
@@ -41,6 +42,17 @@ let private protocolDefaults =
       "vq-prompt-imagenet-r", [], "method vq-prompt on imagenet-r (split coda): 10 task(s), ClassIncremental, class order python:2"
       "vpt-transfer", [ "--benchmark"; "vtab1k-kitti" ], "method vpt-deep on vtab1k-kitti (split final): 1 task(s), Joint"
       "vpt-transfer", [ "--benchmark"; "fgvc-cub" ], "method vpt-deep on fgvc-cub (split final): 1 task(s), Joint" ]
+
+/// A CIFAR-10 in the binary layout under dir/cifar10: one image per class in each training batch
+/// (5 per class) and in the test batch.
+let private tinyCifar10 (dir: string) =
+    let data = Path.Combine(dir, "cifar10")
+    Directory.CreateDirectory data |> ignore
+    let records = [ for c in 0..9 -> c, Prompting.Tests.Data.cifarPixels c ]
+    for f in Cifar.trainFiles Cifar.Cifar10 @ Cifar.testFiles Cifar.Cifar10 do
+        File.WriteAllBytes(Path.Combine(data, f), Cifar.encode Cifar.Cifar10 records)
+    Prompting.Tests.Data.writeText (Path.Combine(data, Cifar.metaFile Cifar.Cifar10)) Prompting.Tests.Data.cifar10Names
+    data
 
 [<Tests>]
 let tests =
@@ -101,13 +113,7 @@ let tests =
 
           test "results-cifar10.fsx passes --query-depth to every run and states it" {
               let dir = tempDir ()
-              // A CIFAR-10 of one image per class in each training batch (5 per class) and in the test batch.
-              let data = Path.Combine(dir, "cifar10")
-              Directory.CreateDirectory data |> ignore
-              let records = [ for c in 0..9 -> c, Prompting.Tests.Data.cifarPixels c ]
-              for f in Cifar.trainFiles Cifar.Cifar10 @ Cifar.testFiles Cifar.Cifar10 do
-                  File.WriteAllBytes(Path.Combine(data, f), Cifar.encode Cifar.Cifar10 records)
-              Prompting.Tests.Data.writeText (Path.Combine(data, Cifar.metaFile Cifar.Cifar10)) Prompting.Tests.Data.cifar10Names
+              let data = tinyCifar10 dir
               let script = Path.Combine(root, "scripts", "results-cifar10.fsx")
               let runScript (extra: string list) =
                   let out = Path.Combine(dir, "sweep")
@@ -134,4 +140,50 @@ let tests =
                   use config = JsonDocument.Parse(File.ReadAllText(Path.Combine(out, "runs", sprintf "%s-s0" m, "config.json")))
                   let recorded = config.RootElement.GetProperty("Config").GetProperty("Method").GetProperty("QueryDepth")
                   Expect.equal (recorded.GetInt32()) 2 (sprintf "%s: prompting run got --query-depth 2" m)
+          }
+
+          test "compose.fsx composes g-coda from registered parts and runs it on cifar10 with its own recipe" {
+              let dir = tempDir ()
+              let data = tinyCifar10 dir
+              let out = Path.Combine(dir, "run")
+              let code, stdout, err =
+                  runDotnet [ "fsi"; Path.Combine(root, "scripts", "compose.fsx"); "--"; "--data"; data; "--checkpoint"; fixture "vit_depth5.safetensors"
+                              "--heads"; "2"; "--image-size"; "32"; "--epochs"; "1"; "--components"; "10"; "--out"; out; "--device"; "cpu" ]
+              Expect.equal code 0 (stdout + err)
+              Expect.stringContains stdout "report:" "prints the report path"
+              use config = JsonDocument.Parse(File.ReadAllText(Path.Combine(out, "config.json")))
+              let c = config.RootElement.GetProperty "Config"
+              let m = c.GetProperty "Method"
+              Expect.equal (m.GetProperty("Name").GetString()) "g-coda" "the composed method"
+              Expect.equal (c.GetProperty("Benchmark").GetString()) "cifar10" "a registered benchmark"
+              Expect.equal (c.GetProperty("Tasks").GetInt32()) 5 "5 tasks"
+              // The parts as the registered methods define them: the G-prompt of dualprompt-coda and CODA's pool.
+              let groups = m.GetProperty "Groups"
+              let general = Prompting.Engine.Json.deserialize<Prompting.Prompts.PromptGroup> "groups[0]" (groups[0].GetRawText())
+              Expect.equal general Prompting.Prompts.Methods.dualPromptCoda.Groups.Head "the G-prompt, unchanged"
+              let pool = groups[1]
+              Expect.equal (pool.GetProperty("Length").GetInt32()) 8 "CODA's prompt length"
+              let compact (e: JsonElement) = Regex.Replace(e.GetRawText(), @"\s", "")
+              Expect.stringContains (compact (pool.GetProperty "Layers")) "[2,3,4]" "layers 2-4"
+              Expect.stringContains (compact (pool.GetProperty "Source")) "\"Components\":10" "a pool of --components 10"
+              let recipe = m.GetProperty "Recipe"
+              Expect.equal (recipe.GetProperty("BatchSize").GetInt32()) 64 "its own batch"
+              Expect.equal (recipe.GetProperty("Epochs").GetInt32()) 1 "--epochs overrides only the epochs"
+              Expect.isTrue (recipe.GetProperty("DropLast").GetBoolean()) "CODA's drop-last, inherited"
+              Expect.stringContains (recipe.GetProperty("Schedule").GetRawText()) "QuarterCosine" "CODA's schedule, inherited"
+              Expect.equal (Prompting.Tests.CliRun.matrix out).Length 5 "five tasks evaluated"
+          }
+
+          test "every name compose.fsx uses is documented in docs/adding-a-method.md" {
+              let script = File.ReadAllText(Path.Combine(root, "scripts", "compose.fsx"))
+              let code = script.Split('\n') |> Array.filter (fun l -> not (l.TrimStart().StartsWith "//")) |> String.concat "\n"
+              let doc = File.ReadAllText(Path.Combine(root, "docs", "adding-a-method.md"))
+              // Qualified names (Methods.codaPrompt), record fields set (Name =) and constructors used.
+              let qualified = [ for m in Regex.Matches(code, @"\b([A-Z][A-Za-z]*(?:\.[A-Za-z]+)+)") -> m.Groups[1].Value ]
+              let fields = [ for m in Regex.Matches(code, @"\b([A-Z][A-Za-z]*) =") -> m.Groups[1].Value ]
+              let constructors = [ "Only"; "Components"; "ClassIncremental"; "Normalised" ]
+              let names = qualified @ fields @ constructors |> List.filter (fun n -> not (n.StartsWith "Prompting.")) |> List.distinct
+              Expect.isNonEmpty names "names found"
+              for name in names do
+                  Expect.stringContains doc (sprintf "`%s" name) (sprintf "%s is documented" name)
           } ]

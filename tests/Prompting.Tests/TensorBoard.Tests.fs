@@ -127,7 +127,9 @@ let private progress (tasks: int) =
       EpochOptimizers = []
       GcRegionOverruns = None
       GcUnguardedSteps = None
-      ValidationEvaluations = None }
+      ValidationEvaluations = None
+      TaskClasses = None
+      Warnings = None }
 
 [<Tests>]
 let tests =

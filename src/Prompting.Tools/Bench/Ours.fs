@@ -109,7 +109,7 @@ module Ours =
         let mutable meanLoss = nan
         let boundary (i: int) = i >= r.Warmup - 1 && (i - (r.Warmup - 1)) % r.Steps = 0
         Trainer.trainTask model t device total (fun _ -> Seq.init total (batchOf r pixels labels)) 0 ignore
-            (fun () ->
+            (fun _ _ _ ->
                 if boundary stamps.Count then Compute.synchronize device
                 stamps.Add(Stopwatch.GetTimestamp())
                 cpuStamps.Add(cpuSeconds ()))

@@ -93,7 +93,14 @@ module Results =
                   TrainableParameters = int64 (number progress "TrainableParameters")
                   Checkpoint = text config "CheckpointFile"
                   CheckpointSha256 = text config "CheckpointSha256"
-                  ConfigJson = File.ReadAllText(Path.Combine(run, "config.json")) }
+                  ConfigJson = File.ReadAllText(Path.Combine(run, "config.json"))
+                  Settings = ""
+                  TaskClasses = []
+                  EpochLosses = []
+                  Warnings =
+                    match progress.TryGetProperty "Warnings" with
+                    | true, v when v.ValueKind = JsonValueKind.Array -> [ for w in v.EnumerateArray() -> w.ToString() ]
+                    | _ -> [] }
             Some
                 { Point = p
                   Summary = summary

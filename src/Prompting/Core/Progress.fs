@@ -14,14 +14,17 @@ type IProgressReporter =
     abstract Message: text: string -> unit
 
 /// Plain, timestamped log lines for non-interactive output (files, CI): a start line, a progress
-/// line at most once per `interval` (count, percentage, rate, elapsed, ETA, status), every
-/// Message, and a final line. `clock` is injectable for tests.
+/// line at most once per `interval` (steps done of all, percentage, steps/s, elapsed, ETA, and the
+/// status in the caller's terms: task, epoch, step, images/s), every Message, and a final line.
+/// The units counted are steps. `clock` is injectable for tests.
 type PlainProgress(out: TextWriter, clock: unit -> DateTime, interval: TimeSpan, title: string, total: int64) =
     let gate = obj ()
     let started = clock ()
     let mutable completed = 0L
     let mutable status = ""
-    let mutable lastLine = started
+    // The last progress line (or the start): messages do not delay the next one, so a run whose
+    // epochs are shorter than the interval still shows where it stands.
+    let mutable lastProgress = started
 
     static let duration (t: TimeSpan) =
         let t = TimeSpan.FromSeconds(Math.Round(max 0.0 t.TotalSeconds))
@@ -31,12 +34,11 @@ type PlainProgress(out: TextWriter, clock: unit -> DateTime, interval: TimeSpan,
     let write (now: DateTime) (text: string) =
         out.WriteLine(sprintf "%s [%s] %s" (now.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture)) title text)
         out.Flush()
-        lastLine <- now
 
     let progressText (now: DateTime) =
         let elapsed = now - started
         let rate = if elapsed.TotalSeconds > 0.0 then float completed / elapsed.TotalSeconds else 0.0
-        let rateText = sprintf "%s/s" (rate.ToString("F1", CultureInfo.InvariantCulture))
+        let rateText = sprintf "%s steps/s" (rate.ToString("F1", CultureInfo.InvariantCulture))
         let counts =
             if total > 0L then
                 let percent = 100.0 * float completed / float total
@@ -44,13 +46,13 @@ type PlainProgress(out: TextWriter, clock: unit -> DateTime, interval: TimeSpan,
                     if completed >= total then "00:00:00"
                     elif rate > 0.0 then duration (TimeSpan.FromSeconds(float (total - completed) / rate))
                     else "?"
-                sprintf "%d/%d (%s%%), %s, elapsed %s, ETA %s" completed total (percent.ToString("F1", CultureInfo.InvariantCulture)) rateText (duration elapsed) eta
+                sprintf "%d/%d steps (%s%%), %s, elapsed %s, ETA %s" completed total (percent.ToString("F1", CultureInfo.InvariantCulture)) rateText (duration elapsed) eta
             else
-                sprintf "%d done, %s, elapsed %s" completed rateText (duration elapsed)
+                sprintf "%d steps, %s, elapsed %s" completed rateText (duration elapsed)
         if status = "" then counts else counts + " | " + status
 
     do
-        let size = if total > 0L then sprintf " (%d to do)" total else ""
+        let size = if total > 0L then sprintf ", %d steps in all" total else ""
         write started ("started" + size)
 
     member _.Completed = lock gate (fun () -> completed)
@@ -59,20 +61,23 @@ type PlainProgress(out: TextWriter, clock: unit -> DateTime, interval: TimeSpan,
     member _.Finish() =
         lock gate (fun () ->
             let now = clock ()
-            write now (sprintf "finished %d in %s" completed (duration (now - started))))
+            write now (sprintf "finished %d steps in %s" completed (duration (now - started))))
 
     /// Writes a failure line (the work raised).
     member _.Fail(message: string) =
         lock gate (fun () ->
             let now = clock ()
-            write now (sprintf "failed after %s at %d: %s" (duration (now - started)) completed (message.ReplaceLineEndings " ")))
+            let counted = if total > 0L then sprintf "%d of %d steps done" completed total else sprintf "%d steps done" completed
+            write now (sprintf "stopped after %s, %s: %s" (duration (now - started)) counted (message.ReplaceLineEndings " ")))
 
     interface IProgressReporter with
         member _.Advance n =
             lock gate (fun () ->
                 completed <- completed + int64 n
                 let now = clock ()
-                if now - lastLine >= interval then write now (progressText now))
+                if now - lastProgress >= interval then
+                    write now (progressText now)
+                    lastProgress <- now)
 
         member _.Status text = lock gate (fun () -> status <- text)
 

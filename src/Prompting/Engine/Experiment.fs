@@ -12,11 +12,24 @@ open Prompting.Prompts
 /// and the facade add the HTML report, see Prompting.Reports).
 type RunPresentation =
     { Progress: IProgressHost
-      AfterTask: string -> RunSummary -> unit }
+      AfterTask: string -> RunSummary -> unit
+      /// The summary that ends log.txt (the front end's table of the printed summary).
+      SummaryText: RunSummary -> string }
 
 module RunPresentation =
-    /// Plain progress lines and no outputs beyond the metrics files.
-    let plain = { Progress = PlainProgress.host; AfterTask = fun _ _ -> () }
+    /// Plain progress lines, no outputs beyond the metrics files, and a summary of the settings,
+    /// the final accuracies and the warnings.
+    let plain =
+        { Progress = PlainProgress.host
+          AfterTask = fun _ _ -> ()
+          SummaryText =
+            fun s ->
+                let m = s.Metrics
+                String.concat "\n"
+                    [ yield s.Settings
+                      yield sprintf "A_N %.2f %%, task-incremental A_N %.2f %%, F_N %.2f" m.ClassIncremental.FinalAverageAccuracy
+                                m.TaskIncremental.FinalAverageAccuracy m.ClassIncremental.Forgetting
+                      for w in s.Warnings -> Warnings.line w ] }
 
 /// A run opened again from its directory: its record, scenario and the model after its last
 /// completed task (dispose the model).
@@ -48,6 +61,9 @@ module Experiment =
         if recipe.BatchSize < 1 then Errors.fail "--batch-size %d: must be at least 1" recipe.BatchSize
         if recipe.LearningRate <= 0.0 then Errors.fail "--lr %g: must be positive" recipe.LearningRate
         if c.ImageSize < 1 then Errors.fail "--image-size %d: must be positive" c.ImageSize
+        let patch = run.Checkpoint.Checkpoint.Config.PatchSize
+        if c.ImageSize % patch <> 0 then
+            Errors.fail "--image-size %d: not a multiple of the checkpoint's patch size %d (try %d)" c.ImageSize patch (max patch (c.ImageSize / patch * patch))
         if recipe.Bf16 && (c.Method.Backbone <> Frozen || c.Method.AdapterReduction.IsSome) then
             Errors.fail "--bf16: method %s trains backbone parts; bf16 runs the frozen backbone only" c.Method.Name
         match c.TrainPerClass, c.TestPerClass with
@@ -118,10 +134,24 @@ module Experiment =
           Eval = fun samples -> Loader.epoch options eval samples 0
           BatchesPerEpoch = fun samples -> Training.batchesPerEpoch recipe samples.Length }
 
+    /// One readable line of a run's settings (method, head, backbone, image size, epochs, batch,
+    /// rate, seed), as the report and the log show it.
+    let settings (recorded: Run.Recorded) =
+        let c = recorded.Config
+        let m = c.Method
+        let r = m.Recipe
+        sprintf "method %s; %s; backbone %s (%s); image size %d; %d epoch%s; batch %d; lr %g; seed %d"
+            m.Name (Describe.head m) recorded.CheckpointFile (Describe.backbone m) c.ImageSize
+            r.Epochs (if r.Epochs = 1 then "" else "s") r.BatchSize r.LearningRate c.Seed
+
     /// The report's view of a run.
     let summary (recorded: Run.Recorded) (progress: RunProgress) =
         let evaluations = progress.Evaluations |> List.map Array.ofList |> Array.ofList
         { Method = recorded.Config.Method.Name
+          Settings = settings recorded
+          TaskClasses = defaultArg progress.TaskClasses []
+          EpochLosses = progress.EpochLosses
+          Warnings = defaultArg progress.Warnings []
           Seed = recorded.Config.Seed
           Metrics = Metrics.ofEvaluations evaluations
           TrainSeconds = progress.TrainSeconds
@@ -159,12 +189,13 @@ module Experiment =
         let mutable logFailed = false
         // A full disk must not end a run with a stack trace over a log line: the state files,
         // written atomically, are what matter; the first lost line is reported once.
-        let append (line: string) =
-            try File.AppendAllText(logPath, sprintf "%s %s%s" (DateTime.Now.ToString "yyyy-MM-dd HH:mm:ss") line Environment.NewLine)
+        let appendRaw (text: string) =
+            try File.AppendAllText(logPath, text)
             with :? IOException | :? UnauthorizedAccessException as e ->
                 if not logFailed then
                     logFailed <- true
                     eprintfn "warning: %s: cannot append to the log (%s); the run goes on" logPath (e.Message.ReplaceLineEndings " ")
+        let append (line: string) = appendRaw (sprintf "%s %s%s" (DateTime.Now.ToString "yyyy-MM-dd HH:mm:ss") line Environment.NewLine)
         for leftover in Files.removeLeftovers dir @ Files.removeLeftovers (Run.stateDir dir) do
             append (sprintf "removed %s, a temporary file of an interrupted write" leftover)
         let scenario = scenario c append
@@ -172,12 +203,24 @@ module Experiment =
         let steps = scenario.Tasks |> Array.sumBy (fun t -> int64 c.Method.Recipe.Epochs * int64 (batches.BatchesPerEpoch t.Train))
         let recorded = Run.record run
         presentation.Progress.Run(sprintf "%s on %s" c.Method.Name c.Benchmark, steps, fun reporter ->
+            // Images per second over this session's steps, beside where the run stands.
+            let clock = Diagnostics.Stopwatch.StartNew()
+            let mutable images = 0L
+            let stepDone (s: StepDone) =
+                images <- images + int64 s.Images
+                let rate = float images / max 1e-9 clock.Elapsed.TotalSeconds
+                reporter.Status(sprintf "task %d/%d · epoch %d/%d · step %d/%d · %.1f images/s" s.Task s.Tasks s.Epoch s.Epochs s.Step s.Steps rate)
+                reporter.Advance 1
             let events =
                 { Message = fun line -> append line; reporter.Message line
-                  Step = fun () -> reporter.Advance 1
+                  Step = stepDone
                   TaskDone = fun progress -> writeOutputs presentation recorded dir progress }
             let outcome = Run.execute run dir scenario batches device events
             writeOutputs presentation recorded dir outcome.Progress
+            // The log ends with what the command prints: the summary, warnings included.
+            if not outcome.Progress.Evaluations.IsEmpty then
+                append "summary:"
+                appendRaw ((presentation.SummaryText (summary recorded outcome.Progress)).TrimEnd('\n').ReplaceLineEndings Environment.NewLine + Environment.NewLine)
             outcome)
 
     /// Runs or resumes the experiment in `dir`; log lines also go to dir/log.txt.
@@ -186,8 +229,8 @@ module Experiment =
         // Before any data is read or logged: a refused resume leaves the directory untouched.
         Run.checkResumable run dir
         // One process per run directory, from here to the end of the run. A directory this call
-        // creates and leaves without a configuration (a failure before the run began) is removed
-        // again, so nothing is left that could block the corrected command.
+        // creates and leaves without progress (a failure before the first epoch was saved) is
+        // removed again; one that survives (a kill) does not bind either: see Run.checkResumable.
         let created = not (Directory.Exists dir)
         let lock = RunLock.Acquire dir
         try
@@ -195,7 +238,7 @@ module Experiment =
                 runLocked presentation run dir device
             finally
                 (lock :> IDisposable).Dispose()
-        with _ when created && not (File.Exists(Run.configFile dir)) ->
+        with _ when created && not (File.Exists(Run.progressFile dir)) ->
             (try Directory.Delete(dir, true) with _ -> ())
             reraise ()
 

@@ -30,7 +30,12 @@ type RunProgress =
       /// Steps that ran without the guard because the runtime refused to start one.
       GcUnguardedSteps: int64 option
       /// Row i: the evaluation on every task j <= i's held-out validation data (`--validation`).
-      ValidationEvaluations: Evaluation list list option }
+      ValidationEvaluations: Evaluation list list option
+      /// The class names of each task, in the run's order (absent in older runs).
+      TaskClasses: string list list option
+      /// What makes the results doubtful (Engine.Warnings): too few steps, a batch larger than a
+      /// task, chance-level accuracy after the last task. Absent in older runs.
+      Warnings: string list option }
 
 /// How a run gets batches: the engine stays independent of decoding and augmentation.
 type BatchProvider =
@@ -40,10 +45,22 @@ type BatchProvider =
       Eval: Sample[] -> Batch seq
       BatchesPerEpoch: Sample[] -> int }
 
+/// Where a run stands after one optimiser step, in the user's terms (all 1-based).
+type StepDone =
+    { Task: int
+      Tasks: int
+      Epoch: int
+      Epochs: int
+      /// The step within the epoch, and the epoch's number of steps.
+      Step: int
+      Steps: int
+      /// Images in the step's batch.
+      Images: int }
+
 /// What a run reports while it works: notable events, training steps, finished tasks.
 type RunEvents =
     { Message: string -> unit
-      Step: unit -> unit
+      Step: StepDone -> unit
       TaskDone: RunProgress -> unit }
 
 module RunEvents =
@@ -185,7 +202,8 @@ module Run =
     let private emptyProgress =
         { CompletedTasks = 0; EpochsDone = 0; Evaluations = []; EpochLosses = []
           TrainSeconds = 0.0; PeakMemoryBytes = 0L; TrainableParameters = 0L; EpochState = None; EpochOptimizers = []
-          GcRegionOverruns = None; GcUnguardedSteps = None; ValidationEvaluations = None }
+          GcRegionOverruns = None; GcUnguardedSteps = None; ValidationEvaluations = None
+          TaskClasses = None; Warnings = None }
 
     let private writeText path (text: string) = Files.writeAtomic path (fun tmp -> File.WriteAllText(tmp, text))
 
@@ -221,9 +239,14 @@ module Run =
     let private acceptable (run: PreparedRun) (difference: string) =
         resumeAllows difference || (run.AcceptRecipeChange && difference.StartsWith "Config.Method.Recipe.")
 
+    /// Whether the directory holds a configuration but nothing trained under it (no progress.json:
+    /// the earlier start failed, was killed or interrupted before its first epoch was saved).
+    let trainedNothing (dir: string) = File.Exists(configFile dir) && not (File.Exists(progressFile dir))
+
     /// The differences to the directory's recorded configuration, after refusing those not accepted.
+    /// A configuration under which nothing was trained binds nothing: the new one replaces it.
     let private differences (run: PreparedRun) (dir: string) (json: string) =
-        if File.Exists(configFile dir) then
+        if File.Exists(configFile dir) && not (trainedNothing dir) then
             let existing = upgrade (configFile dir) (File.ReadAllText(configFile dir)) |> withUnrecordedSplit (configFile dir)
             let diffs = Json.differences existing json
             match diffs |> List.filter (acceptable run >> not) with
@@ -245,6 +268,13 @@ module Run =
     let prepare (run: PreparedRun) (dir: string) (log: string -> unit) =
         let json = recordedJson run
         let accepted = differences run dir json
+        if trainedNothing dir then
+            let changed =
+                try Json.differences (upgrade (configFile dir) (File.ReadAllText(configFile dir))) json
+                with PromptingError why -> [ why ]
+            if not changed.IsEmpty then
+                log (sprintf "an earlier start here trained nothing; its configuration is replaced (%s)" (String.Join("; ", changed |> List.truncate 6)))
+                writeText (configFile dir) json
         Directory.CreateDirectory(stateDir dir) |> ignore
         // An accepted change (--skip-corrupt added, a recipe change asked for) is recorded.
         if not (File.Exists(configFile dir)) || not accepted.IsEmpty then
@@ -320,7 +350,16 @@ module Run =
         model.``to`` device |> ignore
         if recipe.Bf16 then model.SetComputeType torch.bfloat16
         let trainable = model.TrainableParameters() |> List.sumBy (fun (_, p) -> p.numel ())
-        progress <- { progress with TrainableParameters = trainable }
+        let taskClasses = [ for task in scenario.Tasks -> [ for c in task.Classes -> scenario.ClassNames[c] ] ]
+        let planned = Warnings.ofPlan recipe (trainable > 0L) [ for task in scenario.Tasks -> task.Train.Length ]
+        let classes = [ for task in scenario.Tasks -> task.Classes ]
+        let warningsAfter (evaluations: Evaluation list list) = planned @ Warnings.ofEvaluations classes evaluations
+        for w in planned do log (Warnings.line w)
+        progress <-
+            { progress with
+                TrainableParameters = trainable
+                TaskClasses = Some taskClasses
+                Warnings = Some(warningsAfter progress.Evaluations) }
         // Resume: the state of the last completed task, then that of the last finished epoch.
         if progress.CompletedTasks > 0 then
             TrainableState.load (taskStateFile dir (progress.CompletedTasks - 1)) model
@@ -340,10 +379,13 @@ module Run =
                     torch.manual_seed (seedFor config t -1) |> ignore
                     model.BeginTask t
                     0
+            let names =
+                let shown = task.Classes |> Array.truncate 10 |> Array.map (fun c -> scenario.ClassNames[c])
+                String.Join(", ", shown) + (if task.Classes.Length > shown.Length then sprintf ", … (%d more)" (task.Classes.Length - shown.Length) else "")
             if task.Validation.Length > 0 then
-                log (sprintf "task %d/%d: %d classes, %d train, %d validation and %d test images" (t + 1) tasks task.Classes.Length task.Train.Length task.Validation.Length task.Test.Length)
+                log (sprintf "task %d/%d: %d classes, %d train, %d validation and %d test images (%s)" (t + 1) tasks task.Classes.Length task.Train.Length task.Validation.Length task.Test.Length names)
             else
-                log (sprintf "task %d/%d: %d classes, %d train and %d test images" (t + 1) tasks task.Classes.Length task.Train.Length task.Test.Length)
+                log (sprintf "task %d/%d: %d classes, %d train and %d test images (%s)" (t + 1) tasks task.Classes.Length task.Train.Length task.Test.Length names)
             let restore (optimizers: torch.optim.Optimizer list) =
                 if firstEpoch > 0 && progress.EpochOptimizers.Length = optimizers.Length then
                     for o, f in List.zip optimizers progress.EpochOptimizers do
@@ -374,8 +416,10 @@ module Run =
                 torch.manual_seed (seedFor config t (epoch + 1)) |> ignore
             torch.manual_seed (seedFor config t firstEpoch) |> ignore
             try
-                Trainer.trainTask model recipe device (batches.BatchesPerEpoch task.Train)
-                    (fun epoch -> batches.Train task.Train epoch) firstEpoch restore events.Step epochDone
+                let perEpoch = batches.BatchesPerEpoch task.Train
+                let stepDone epoch step images =
+                    events.Step { Task = t + 1; Tasks = tasks; Epoch = epoch + 1; Epochs = recipe.Epochs; Step = step + 1; Steps = perEpoch; Images = images }
+                Trainer.trainTask model recipe device perEpoch (fun epoch -> batches.Train task.Train epoch) firstEpoch restore stepDone epochDone
             with
             | NoGradient names ->
                 let part (name: string) =
@@ -406,6 +450,7 @@ module Run =
                     Some [ for j in 0 .. t -> Evaluate.evaluateTask model device scenario.Tasks[j] (batches.Eval scenario.Tasks[j].Validation) ]
                 else None
             let row (f: Evaluation -> float) = results |> List.map f
+            let evaluations = progress.Evaluations @ [ results ]
             let leftovers = progress.EpochState :: (progress.EpochOptimizers |> List.map Some) |> List.choose id
             progress <-
                 { progress with
@@ -413,7 +458,8 @@ module Run =
                     EpochsDone = 0
                     EpochState = None
                     EpochOptimizers = []
-                    Evaluations = progress.Evaluations @ [ results ]
+                    Evaluations = evaluations
+                    Warnings = Some(warningsAfter evaluations)
                     ValidationEvaluations =
                         validation |> Option.map (fun row -> defaultArg progress.ValidationEvaluations [] @ [ row ])
                     TrainSeconds = progress.TrainSeconds + clock.Elapsed.TotalSeconds
@@ -426,4 +472,5 @@ module Run =
             if t > 0 then try File.Delete(lifecycleFile dir (t - 1)) with _ -> ()
             events.TaskDone progress
             log (sprintf "after task %d: accuracy %s" (t + 1) (String.Join(" ", row (fun r -> r.ClassIncremental) |> List.map (sprintf "%.1f"))))
+            for w in Warnings.ofEvaluations classes evaluations do log (Warnings.line w)
         { Directory = dir; Progress = progress; TrainableParameters = trainable }

@@ -12,4 +12,12 @@ type RunSummary =
       Checkpoint: string
       CheckpointSha256: string
       /// The run's configuration as JSON (shown pretty-printed).
-      ConfigJson: string }
+      ConfigJson: string
+      /// One readable line of the settings: method, head, backbone, image size, epochs, batch, rate, seed.
+      Settings: string
+      /// The class names of each task in the run's order (empty for runs that did not record them).
+      TaskClasses: string list list
+      /// The mean training loss of each epoch, per task (NaN for an epoch without gradient steps).
+      EpochLosses: float list list
+      /// What makes the results doubtful (Engine.Warnings), as recorded in progress.json.
+      Warnings: string list }

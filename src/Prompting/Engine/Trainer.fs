@@ -21,12 +21,13 @@ module Trainer =
     let explodedLoss = 1e12
 
     /// Trains `model` (already at its task) for epochs [firstEpoch, Epochs); `restore` may load
-    /// saved optimiser state before the first step; `epochDone` gets the epoch, its mean loss and
-    /// the optimisers after each one (the caller checkpoints there).
+    /// saved optimiser state before the first step; `stepDone` gets the epoch, the step within it
+    /// (both 0-based) and the batch's image count after each step; `epochDone` gets the epoch, its
+    /// mean loss and the optimisers after each one (the caller checkpoints there).
     let trainTask (model: PromptedModel) (t: Training) (device: torch.Device) (perEpoch: int)
                   (batches: int -> Batch seq) (firstEpoch: int)
                   (restore: torch.optim.Optimizer list -> unit)
-                  (stepDone: unit -> unit)
+                  (stepDone: int -> int -> int -> unit)
                   (epochDone: int -> float -> torch.optim.Optimizer list -> unit) =
         // A method that adapts on the first task only takes no step afterwards (APER, RanPAC).
         let trainable = if model.LearnsThisTask then model.TrainableParameters() else []
@@ -82,7 +83,7 @@ module Trainer =
                     for iteration, batch in Seq.indexed (batches epoch) do
                         step iteration batch
                         steps <- steps + 1
-                        stepDone ()
+                        stepDone epoch iteration batch.Count
                     // One host read per epoch: the loss sum, the first non-finite step and whether every
                     // trainable parameter is finite, checked before the epoch is saved so that the last
                     // good state stays the resume point.

@@ -42,6 +42,21 @@ module Describe =
                     (match a.LogitNormalisation with Some tau -> sprintf ", logit norm %g" tau | None -> "")
         sprintf "head %s, predicts with %s" trained predicts
 
+    /// What of the backbone trains, and its adapters.
+    let backbone (m: Method) =
+        let trains =
+            match m.Backbone with
+            | Frozen -> "frozen"
+            | FullBackbone -> "fully trained"
+            | LastBlocks k -> sprintf "last %d block%s trained" k (if k = 1 then "" else "s")
+            | BiasTerms -> "bias terms trained"
+        let modules =
+            [ match m.AdapterReduction with Some r -> yield sprintf "adapters (reduction %d)" r | None -> ()
+              match m.ParallelAdapter with Some a -> yield sprintf "parallel adapters (bottleneck %d)" a.Bottleneck | None -> ()
+              if m.ScaleShift.IsSome then yield "SSF" ]
+        String.concat ", " (trains :: modules)
+
+
     let adaptation (m: Method) =
         if m.Head = PrototypeHead && not (Method.trainsFeatures m) then "nothing trains"
         else
