@@ -217,8 +217,8 @@ module Run =
         || checkpointMoved diffs difference || dataMoved dir difference
 
     /// A recorded configuration with the checkpoint and data paths of runs that recorded them as
-    /// typed made canonical (against the working directory, as they were resolved when it ran).
-    let private withCanonicalPaths (path: string) (json: string) =
+    /// typed made canonical, found as RunPaths.locate finds them.
+    let private withCanonicalPaths (dir: string) (path: string) (json: string) =
         let o = parseObject path json
         match o["Config"] with
         | :? Text.Json.Nodes.JsonObject as c ->
@@ -227,8 +227,8 @@ module Run =
                 | :? Text.Json.Nodes.JsonValue as v when v.GetValueKind() = Text.Json.JsonValueKind.String ->
                     c[field] <- Text.Json.Nodes.JsonValue.Create(f (v.GetValue<string>()))
                 | _ -> ()
-            canonical "Checkpoint" Path.GetFullPath
-            canonical "Data" RunPaths.canonicalData
+            canonical "Checkpoint" (RunPaths.locate dir)
+            canonical "Data" (RunPaths.locateData dir)
             o.ToJsonString(Json.options)
         | _ -> json
 
@@ -236,7 +236,7 @@ module Run =
     let private differences (run: PreparedRun) (dir: string) (json: string) =
         if File.Exists(configFile dir) then
             let path = configFile dir
-            let existing = upgrade path (File.ReadAllText path) |> withUnrecordedSplit path |> withCanonicalPaths path
+            let existing = upgrade path (File.ReadAllText path) |> withUnrecordedSplit path |> withCanonicalPaths dir path
             let diffs = Json.differences existing json
             match diffs |> List.filter (acceptable run dir diffs >> not) with
             | [] -> diffs

@@ -34,10 +34,15 @@ module RunPaths =
             Path.GetFullPath recorded :: [ for a in ancestors (DirectoryInfo(Path.GetFullPath runDir)) -> Path.GetFullPath(Path.Combine(a, recorded)) ]
             |> List.distinct
 
-    /// The recorded `--data` found again: the first candidate that exists (a sequence's list as recorded).
+    /// A recorded path found again: the first candidate that exists, else the path as recorded
+    /// made absolute against the working directory.
+    let locate (runDir: string) (recorded: string) =
+        candidates runDir recorded
+        |> List.tryFind (fun p -> File.Exists p || Directory.Exists p)
+        |> Option.defaultWith (fun () -> Path.GetFullPath recorded)
+
+    /// The recorded `--data` found again (a sequence's list with each path found again).
     let locateData (runDir: string) (recorded: string) =
-        if isSequence recorded then recorded
-        else
-            candidates runDir recorded
-            |> List.tryFind (fun p -> File.Exists p || Directory.Exists p)
-            |> Option.defaultValue recorded
+        if isSequence recorded then
+            String.Join(",", [ for p in entries recorded -> let i = p.IndexOf '=' in p.Substring(0, i) + "=" + locate runDir (p.Substring(i + 1).Trim()) ])
+        else locate runDir recorded
