@@ -53,7 +53,7 @@ let tests =
               let version = sprintf "0.1.0-test.%d" (DateTime.UtcNow.Ticks / 10_000_000L)
               let feed = Path.Combine(work, "feed")
               for project in [ "src/Prompting"; "src/Prompting.Reports"; "src/Prompting.CSharp" ] do
-                  exec root [] "dotnet" [ "pack"; Path.Combine(root, project); "-c"; "Release"; "--no-build"; "--nologo"; "-o"; feed; "-p:Version=" + version ]
+                  exec root [] "dotnet" [ "pack"; Path.Combine(root, project); "-c"; "Release"; "--no-build"; "--nologo"; "-o"; feed; "-p:PackageVersion=" + version ]
                   |> expectSuccess ("dotnet pack " + project) |> ignore
               let app = Path.Combine(work, "app")
               Directory.CreateDirectory app |> ignore

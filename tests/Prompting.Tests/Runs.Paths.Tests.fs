@@ -74,7 +74,7 @@ let tests =
                   let mine = rows |> Array.filter (fun (file, _) -> Array.contains (file.Split('-')[0]) order[2 * t .. 2 * t + 1])
                   100.0 * float (mine |> Array.filter (fun (file, top) -> file.Split('-')[0] = top[0]) |> Array.length) / float mine.Length
               let m = matrix run
-              for t in 0 .. 1 do Expect.floatClose Accuracy.veryHigh (accuracy t) m[1][t] (sprintf "task %d's accuracy as the run evaluated it" t)
+              for t in 0 .. 1 do Expect.floatClose Accuracy.veryHigh (accuracy t) (m[1][t]) (sprintf "task %d's accuracy as the run evaluated it" t)
               // eval needs the data: one line naming them.
               let code2, _, err2 = runCli [ "eval"; "--run"; run; "--device"; "cpu" ]
               Expect.notEqual code2 0 "eval without the data fails"
@@ -83,7 +83,8 @@ let tests =
 
           test "an older run's relative paths resolve from another directory; moved files are accepted by content" {
               let root, run = trainedFromRelativePaths ()
-              let expected = [| for j in 0 .. 1 -> sprintf "task %d: class-incremental %.2f%%" (j + 1) (matrix run)[1][j] |]
+              let last = (matrix run)[1]
+              let expected = [| for j in 0 .. 1 -> sprintf "task %d: class-incremental %.2f%%" (j + 1) last[j] |]
               recordAsTyped run "data" "ck.safetensors"
               File.Delete(Path.Combine(run, "scenario.json"))
               let code, stdout, err = runCliIn (tempDir ()) [ "eval"; "--run"; run; "--device"; "cpu" ]
