@@ -6,6 +6,9 @@ open System
 open System.IO
 open System.Text.Json
 open Expecto
+open Prompting
+open Prompting.Engine
+open Prompting.Tensors
 open Prompting.Tests.Fixtures
 open Prompting.Tests.Cli
 open Prompting.Tests.CliRun
@@ -75,6 +78,21 @@ let tests =
                   100.0 * float (mine |> Array.filter (fun (file, top) -> file.Split('-')[0] = top[0]) |> Array.length) / float mine.Length
               let m = matrix run
               for t in 0 .. 1 do Expect.floatClose Accuracy.veryHigh (accuracy t) (m[1][t]) (sprintf "task %d's accuracy as the run evaluated it" t)
+              // --input: the same images as one array, transformed as the run's evaluation does.
+              let transform = RunPredict.transform (Run.readRecorded run).Config
+              let files = Directory.GetFiles images |> Array.sort
+              let npy = Path.Combine(tempDir (), "x.npy")
+              Npy.write npy (HostTensor.create [| int64 files.Length; 3L; 32L; 32L |] (files |> Array.collect (fun f -> transform.Apply (Random 0) (Images.decode f))))
+              let logitsFile = Path.Combine(tempDir (), "logits.npy")
+              let codeN, _, errN = runCli [ "predict"; "--run"; run; "--input"; npy; "--output"; logitsFile; "--device"; "cpu" ]
+              Expect.equal codeN 0 errN
+              let logits = Npy.read logitsFile
+              Expect.equal logits.Shape [| 16L; 4L |] "logits over the 4 classes seen"
+              let argmaxNames = Array.init 16 (fun i -> order[Array.IndexOf(logits.Values[i * 4 .. i * 4 + 3], Array.max logits.Values[i * 4 .. i * 4 + 3])])
+              Expect.equal argmaxNames (rows |> Array.map (fun (_, top) -> top[0])) "the array's top classes are the images'"
+              let small = Path.Combine(tempDir (), "small.npy")
+              Npy.write small (HostTensor.create [| 1L; 3L; 16L; 16L |] (Array.zeroCreate 768))
+              expectOneLineError [ "predict"; "--run"; run; "--input"; small; "--output"; logitsFile ] [ small; "[1, 3, 16, 16]"; "[N, 3, 32, 32]" ] |> ignore
               // eval needs the data: one line naming them.
               let code2, _, err2 = runCli [ "eval"; "--run"; run; "--device"; "cpu" ]
               Expect.notEqual code2 0 "eval without the data fails"

@@ -46,7 +46,7 @@ module RunPredict =
     let onArray (model: PromptedModel) (device: torch.Device) (config: RunConfig) (batchSize: int) (what: string) (input: HostTensor) =
         let s = int64 config.ImageSize
         if input.Shape.Length <> 4 || input.Shape[1] <> 3L || input.Shape[2] <> s || input.Shape[3] <> s then
-            Errors.fail "%s: shape %s, but the run takes [N,3,%d,%d] (its image size, transformed as its evaluation does)"
+            Errors.fail "%s: shape %s, but the run takes [N, 3, %d, %d] (its image size, transformed as its evaluation does)"
                 what (HostTensor.shapeText input.Shape) s s
         let per = 3 * config.ImageSize * config.ImageSize
         let rows = logits model device config.ImageSize batchSize (int input.Shape[0]) (fun start n -> input.Values[start * per .. (start + n) * per - 1])
