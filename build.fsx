@@ -1,9 +1,12 @@
-// The one build entry point.  dotnet fsi build.fsx [setup|build|test|demo|clean]
-//   setup  restore the local tools (Paket) and the packages pinned in paket.lock
-//   build  setup, then build Prompting.sln in Release (the native fix-up runs as part of the build,
-//          see build/NativeFixup.targets)
-//   test   build, then run every test project; ends with "N passed, M failed"
-//   demo   build, then the offline continual-learning demo (`prompting demo`, see docs/demo.md)
+// The one build entry point.  dotnet fsi build.fsx [setup|build|test|pack|install|demo|clean]
+//   setup    restore the local tools (Paket) and the packages pinned in paket.lock
+//   build    setup, then build Prompting.sln in Release (the native fix-up runs as part of the build,
+//            see build/NativeFixup.targets)
+//   test     build, then run every test project; ends with "N passed, M failed"
+//   pack     build, then NuGet packages in out/packages: Prompting.Core, Prompting.Reports,
+//            Prompting.CSharp (libraries) and Prompting.Cli (the `prompting` .NET tool)
+//   install  pack, then install the `prompting` tool for this user (dotnet tool install --global)
+//   demo     build, then the offline continual-learning demo (`prompting demo`, see docs/demo.md)
 open System
 open System.Diagnostics
 open System.IO
@@ -97,6 +100,31 @@ let demo () =
     build ()
     exec "dotnet" [ cli; "demo"; "--out"; Path.Combine(root, "out", "demo") ]
 
+/// The packed projects: the libraries a C# or F# application references, and the tool.
+let packedProjects = [ "src/Prompting"; "src/Prompting.Reports"; "src/Prompting.CSharp"; "src/Prompting.Cli" ]
+let packages = Path.Combine(root, "out", "packages")
+
+let pack () =
+    build ()
+    for project in packedProjects do
+        exec "dotnet" [ "pack"; project; "-c"; configuration; "--no-build"; "--nologo"; "-v"; "minimal"; "-o"; packages ]
+    printfn "packages in %s" packages
+
+/// Installs the tool from out/packages for this user; a reinstall replaces it (same version, new build).
+let install () =
+    pack ()
+    // Uninstalling first: `update` keeps an installed tool of the same version.
+    match run true "dotnet" [ "tool"; "list"; "--global" ] with
+    | 0, listed when Regex.IsMatch(listed, @"(?im)^prompting\.cli\s") -> exec "dotnet" [ "tool"; "uninstall"; "--global"; "Prompting.Cli" ]
+    | _ -> ()
+    exec "dotnet" [ "tool"; "install"; "--global"; "--add-source"; packages; "--no-http-cache"; "Prompting.Cli" ]
+    let tools = Path.Combine(Environment.GetFolderPath Environment.SpecialFolder.UserProfile, ".dotnet", "tools")
+    let onPath =
+        (Environment.GetEnvironmentVariable "PATH" |> Option.ofObj |> Option.defaultValue "").Split(Path.PathSeparator)
+        |> Array.exists (fun d -> d.TrimEnd('/') = tools)
+    if onPath then printfn "installed: run `prompting --help`"
+    else printfn "installed in %s, which is not on PATH: run  export PATH=\"$PATH:%s\"  (add it to ~/.profile to keep it)" tools tools
+
 let clean () =
     for dir in Directory.EnumerateDirectories(root, "*", SearchOption.AllDirectories) |> Array.ofSeq do
         let name = Path.GetFileName dir
@@ -107,6 +135,8 @@ match fsi.CommandLineArgs |> Array.skip 1 |> List.ofArray with
 | [ "build" ] -> build ()
 | [ "setup" ] -> setup ()
 | [ "test" ] -> test ()
+| [ "pack" ] -> pack ()
+| [ "install" ] -> install ()
 | [ "demo" ] -> demo ()
 | [ "clean" ] -> clean ()
-| other -> fail (sprintf "unknown target %s; expected setup, build, test, demo or clean" (String.Join(" ", other)))
+| other -> fail (sprintf "unknown target %s; expected setup, build, test, pack, install, demo or clean" (String.Join(" ", other)))

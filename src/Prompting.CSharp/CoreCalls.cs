@@ -43,7 +43,7 @@ internal static class CoreCalls
             case PromptingException:
                 return null;
             case PromptingError core:
-                return new PromptingException(OneLine(core.Data0), core);
+                return new PromptingException(OptionWording.ForCSharp(OneLine(core.Data0)), core);
             case AggregateException aggregate:
                 // Image decoding runs in parallel: report the first failure.
                 foreach (var inner in aggregate.Flatten().InnerExceptions)

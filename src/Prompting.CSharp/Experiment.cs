@@ -74,7 +74,7 @@ public static class Experiment
                 FSharpOption<int>.Some(options.Seed),
                 FSharpOption<bool>.Some(options.SkipCorrupt),
                 FSharpOption<double>.None,
-                FSharpOption<bool>.None);
+                FSharpOption<bool>.Some(options.AcceptRecipeChange));
             var prepared = Configure.resolve(request);
             var config = prepared.Config;
             var device = Devices.parse(options.Device);

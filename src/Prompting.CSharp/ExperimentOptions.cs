@@ -88,4 +88,12 @@ public sealed record ExperimentOptions
 
     /// <summary>Skip image files that cannot be decoded instead of failing.</summary>
     public bool SkipCorrupt { get; init; }
+
+    /// <summary>
+    /// Resume an existing run directory with other recipe values (<see cref="Epochs"/>,
+    /// <see cref="BatchSize"/>, <see cref="LearningRate"/>), for example a lower rate after the
+    /// run diverged; the change is recorded in its <c>config.json</c> and log. Without it such a
+    /// resume is refused.
+    /// </summary>
+    public bool AcceptRecipeChange { get; init; }
 }

@@ -32,11 +32,12 @@ public sealed class TrainedModel : IDisposable
     private readonly Transform _transform;
     private bool _disposed;
 
-    private TrainedModel(PromptedModel model, torch.Device device, RunConfig config, string[] classNames, int completedTasks)
+    private TrainedModel(PromptedModel model, torch.Device device, RunConfig config, string[] classNames, int completedTasks, string[] notes)
     {
         _model = model;
         _device = device;
-        _transform = Transforms.evaluation(config.Normalisation, PreprocessingModule.augreg, config.ImageSize);
+        _transform = RunPredict.transform(config);
+        Notes = notes;
         ImageSize = config.ImageSize;
         Method = config.Method.Name;
         ClassNames = classNames;
@@ -74,30 +75,46 @@ public sealed class TrainedModel : IDisposable
     /// <summary>Where the model runs: <c>"cpu"</c> or <c>"cuda"</c> / <c>"cuda:N"</c>.</summary>
     public string Device { get; }
 
+    /// <summary>
+    /// What <see cref="Load"/> found elsewhere than the run recorded, one line each: a checkpoint
+    /// given at a new path (same SHA-256), or found relative to the run directory.
+    /// </summary>
+    public string[] Notes { get; }
+
     /// <summary>How many images are sent through the model at once (the run's batch size).</summary>
     public int BatchSize { get; }
 
     /// <summary>
-    /// Rebuilds a run's model: reads its configuration and data (for the class order), builds
-    /// the backbone and the method, and loads the state saved after the last completed task.
+    /// Rebuilds a run's model from its directory and checkpoint alone: reads its configuration and
+    /// the class names and task layout it recorded, builds the backbone and the method, and loads
+    /// the state saved after the last completed task. The training data are not needed (runs made
+    /// before runs recorded <c>scenario.json</c> read them for the class order).
     /// </summary>
     /// <param name="runDirectory">The run directory.</param>
     /// <param name="device"><c>"cpu"</c>, <c>"cuda"</c>, <c>"cuda:N"</c> or <c>"auto"</c> (CUDA when available).</param>
+    /// <param name="checkpoint">
+    /// The run's checkpoint when it is no longer where the run recorded it: its SHA-256 must be
+    /// the recorded one (see <see cref="Notes"/>). Null: the recorded path.
+    /// </param>
     /// <returns>The model; dispose it when done.</returns>
     /// <exception cref="ArgumentNullException">An argument is null.</exception>
     /// <exception cref="PromptingException">
-    /// The directory is not a run directory or has no completed task, the checkpoint or data the
-    /// run used cannot be read, or the device is unavailable.
+    /// The directory is not a run directory or has no completed task, the checkpoint cannot be
+    /// found or is not the one the run used, or the device is unavailable.
     /// </exception>
-    public static TrainedModel Load(string runDirectory, string device = "auto")
+    public static TrainedModel Load(string runDirectory, string device = "auto", string? checkpoint = null)
     {
         ArgumentNullException.ThrowIfNull(runDirectory);
         ArgumentNullException.ThrowIfNull(device);
         return CoreCalls.Run(() =>
         {
-            var run = EngineExperiment.reopen(runDirectory, Devices.parse(device));
+            var options = new ReopenOptions(
+                checkpoint is null ? FSharpOption<string>.None : FSharpOption<string>.Some(checkpoint),
+                FSharpOption<string>.None,
+                false);
+            var run = EngineExperiment.reopen(runDirectory, Devices.parse(device), options);
             var config = run.Recorded.Config;
-            return new TrainedModel(run.Model, Devices.parse(device), config, (string[])run.Scenario.ClassNames.Clone(), run.LastTask + 1);
+            return new TrainedModel(run.Model, Devices.parse(device), config, (string[])run.ClassNames.Clone(), run.LastTask + 1, run.Notes.ToArray());
         }, runDirectory);
     }
 
@@ -210,23 +227,7 @@ public sealed class TrainedModel : IDisposable
         lock (_gate)
         {
             ThrowIfDisposed();
-            return CoreCalls.Run(() =>
-            {
-                var rows = new float[count][];
-                using var noGrad = torch.no_grad();
-                for (var start = 0; start < count; start += BatchSize)
-                {
-                    var n = Math.Min(BatchSize, count - start);
-                    using var scope = torch.NewDisposeScope();
-                    var x = torch.tensor(batch(start, n), [n, 3L, ImageSize, ImageSize]).to(_device);
-                    var output = _model.Forward(x, false);
-                    var seen = Loss.evaluationLogits(_model.Layout, _model.Task, output.Logits).to(torch.float32).cpu().contiguous();
-                    var values = seen.data<float>().ToArray();
-                    for (var i = 0; i < n; i++) rows[start + i] = values.AsSpan(i * NumClasses, NumClasses).ToArray();
-                }
-
-                return rows;
-            });
+            return CoreCalls.Run(() => RunPredict.logits(_model, _device, ImageSize, BatchSize, count, FuncConvert.FromFunc(batch)));
         }
     }
 

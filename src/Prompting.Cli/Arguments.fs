@@ -7,7 +7,8 @@ namespace Prompting.Cli
 open Argu
 
 type PredictArgs =
-    | [<Mandatory; AltCommandLine("-c")>] Checkpoint of path: string
+    | [<AltCommandLine("-c")>] Checkpoint of path: string
+    | Run of dir: string
     | [<AltCommandLine("-i")>] Input of npy: string
     | Images of paths: string list
     | [<Mandatory; AltCommandLine("-o")>] Output of path: string
@@ -23,7 +24,8 @@ type PredictArgs =
     interface IArgParserTemplate with
         member this.Usage =
             match this with
-            | Checkpoint _ -> "ViT checkpoint: safetensors with timm key names, or Google .npz."
+            | Checkpoint _ -> "ViT checkpoint: safetensors with timm key names, or Google .npz (with --run: the run's checkpoint, moved)."
+            | Run _ -> "a trained run directory: its model after the last task, its image size, normalisation and evaluation transform; CSV names its classes."
             | Input _ -> "float32 .npy of shape [N,3,H,W], already normalised; OUT is an .npy of logits or features."
             | Images _ -> "JPEG/PNG files or directories; OUT is a CSV file,top1..top5 in sorted file order."
             | Output _ -> "output file (.npy for --input, .csv for --images); written only on success."
@@ -199,12 +201,16 @@ type RunArgs =
 type EvalArgs =
     | [<Mandatory>] Run of dir: string
     | Device of name: string
+    | Checkpoint of path: string
+    | Data of path: string
 
     interface IArgParserTemplate with
         member this.Usage =
             match this with
             | Run _ -> "run directory to evaluate again from its saved per-task state."
             | Device _ -> "cpu or cuda[:N]."
+            | Checkpoint _ -> "the run's checkpoint, moved (its SHA-256 must be the one the run recorded)."
+            | Data _ -> "the run's data, moved (its index must be the one the run recorded in scenario.json)."
 
 type BenchmarksArgs =
     | [<MainCommand>] Name of name: string

@@ -8,16 +8,47 @@ open Prompting.Tensors
 open Prompting.Vit
 open Prompting.Cli
 
-let private writeCsv (path: string) (rows: (string * int[])[]) =
+/// file,top1..top5: class indices, or a run's class names.
+let private writeCsv (path: string) (rows: (string * string[])[]) =
     let sb = StringBuilder("file,top1,top2,top3,top4,top5\n")
     let quote (s: string) =
         if s.IndexOfAny([| ','; '"'; '\n' |]) >= 0 then "\"" + s.Replace("\"", "\"\"") + "\"" else s
     for name, top in rows do
-        sb.Append(quote name).Append(',').Append(System.String.Join(",", top)).Append('\n') |> ignore
+        sb.Append(quote name).Append(',').Append(System.String.Join(",", top |> Array.map quote)).Append('\n') |> ignore
     Files.writeAtomic path (fun tmp -> File.WriteAllText(tmp, sb.ToString()))
 
-let run (args: ParseResults<PredictArgs>) =
-    let checkpoint = args.GetResult PredictArgs.Checkpoint
+/// `predict --run DIR`: the run's model after its last task, with its own image size,
+/// normalisation and evaluation transform; the CSV names the run's classes.
+let private withRun (args: ParseResults<PredictArgs>) (dir: string) =
+    for flag, given in [ "--features", args.Contains PredictArgs.Features; "--image-size", args.Contains PredictArgs.Image_Size
+                         "--heads", args.Contains PredictArgs.Heads; "--crop-pct", args.Contains PredictArgs.Crop_Pct
+                         "--mean", args.Contains PredictArgs.Mean; "--std", args.Contains PredictArgs.Std ] do
+        if given then Errors.fail "predict --run: %s is the run's own; it cannot be given" flag
+    let output = args.GetResult PredictArgs.Output
+    let device = Devices.parse (args.GetResult(PredictArgs.Device, defaultValue = "auto"))
+    let run = Engine.Experiment.reopen dir device { Engine.ReopenOptions.defaults with Checkpoint = args.TryGetResult PredictArgs.Checkpoint }
+    use model = run.Model
+    for note in run.Notes do eprintfn "note: %s" note
+    let config = run.Recorded.Config
+    let batchSize = args.GetResult(PredictArgs.Batch_Size, defaultValue = config.Method.Recipe.BatchSize)
+    match args.TryGetResult PredictArgs.Input, args.TryGetResult PredictArgs.Images with
+    | Some npy, None ->
+        let result = Engine.RunPredict.onArray model device config batchSize npy (Npy.read npy)
+        Npy.write output result
+        eprintfn "wrote %s %s (logits over the %d classes seen)" output (HostTensor.shapeText result.Shape) (int result.Shape[1])
+    | None, Some paths ->
+        let files = Images.collect paths
+        let logits = Engine.RunPredict.onImages model device config batchSize (Array.map snd files)
+        writeCsv output (files |> Array.mapi (fun i (name, _) -> name, Predict.topK 5 logits[i] |> Array.map (fun c -> run.ClassNames[c])))
+        eprintfn "wrote %s (%d images)" output files.Length
+    | _ -> Errors.fail "predict: give exactly one of --input or --images"
+    0
+
+let private withCheckpoint (args: ParseResults<PredictArgs>) =
+    let checkpoint =
+        match args.TryGetResult PredictArgs.Checkpoint with
+        | Some c -> c
+        | None -> Errors.fail "predict: give --checkpoint FILE or --run DIR"
     let output = args.GetResult PredictArgs.Output
     let device = Devices.parse (args.GetResult(PredictArgs.Device, defaultValue = "auto"))
     let batchSize = args.GetResult(PredictArgs.Batch_Size, defaultValue = 32)
@@ -55,8 +86,13 @@ let run (args: ParseResults<PredictArgs>) =
         | PredictOutput.Logits ->
             let width = int result.Shape[1]
             let rows =
-                files |> Array.mapi (fun i (name, _) -> name, Predict.topK 5 result.Values[i * width .. (i + 1) * width - 1])
+                files |> Array.mapi (fun i (name, _) -> name, Predict.topK 5 result.Values[i * width .. (i + 1) * width - 1] |> Array.map string)
             writeCsv output rows
         eprintfn "wrote %s (%d images)" output files.Length
     | _ -> Errors.fail "predict: give exactly one of --input or --images"
     0
+
+let run (args: ParseResults<PredictArgs>) =
+    match args.TryGetResult PredictArgs.Run with
+    | Some dir -> withRun args dir
+    | None -> withCheckpoint args

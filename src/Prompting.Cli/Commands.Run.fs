@@ -78,11 +78,14 @@ let run (args: ParseResults<RunArgs>) =
 /// Evaluates a run again from its saved per-task state and prints the accuracy matrix.
 let eval (args: ParseResults<EvalArgs>) =
     let device = Devices.parse (args.GetResult(EvalArgs.Device, defaultValue = "auto"))
-    let run = Experiment.reopen (args.GetResult EvalArgs.Run) device
+    let options = { Checkpoint = args.TryGetResult EvalArgs.Checkpoint; Data = args.TryGetResult EvalArgs.Data; ReadData = true }
+    let run = Experiment.reopen (args.GetResult EvalArgs.Run) device options
     use model = run.Model
+    for note in run.Notes do eprintfn "note: %s" note
+    let scenario = run.Scenario |> Option.defaultWith (fun () -> Errors.fail "%s: the run's data were not read" run.Directory)
     let batches = Experiment.provider run.Recorded.Config
     for j in 0 .. run.LastTask do
-        let task = run.Scenario.Tasks[j]
+        let task = scenario.Tasks[j]
         let e = Evaluate.evaluateTask model device task (batches.Eval task.Test)
         printfn "task %d: class-incremental %.2f%%, task-incremental %.2f%%%s" (j + 1) e.ClassIncremental e.TaskIncremental
             (match e.PromptChoice with Some p -> sprintf ", prompt choice %.2f%%" p | None -> "")

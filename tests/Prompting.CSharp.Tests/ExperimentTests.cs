@@ -113,6 +113,50 @@ public sealed class ExperimentTests(ExperimentFixture fixture) : IClassFixture<E
 
         Assert.Contains("different configuration", e.Message);
         Assert.DoesNotContain('\n', e.Message);
+        // A recipe-only difference can be accepted: the message names the property, not the CLI flag.
+        Assert.Contains(nameof(ExperimentOptions.AcceptRecipeChange), e.Message);
+        Assert.Contains(nameof(ExperimentOptions.OutputDirectory), e.Message);
+        Assert.DoesNotContain("--", e.Message);
+    }
+
+    [Fact]
+    public void TrainedModel_LoadsWithoutTheTrainingData_AndAcceptsAMovedCheckpoint()
+    {
+        using var dir = new TestFiles.TempDir();
+        var data = dir.File("data");
+        foreach (var file in Directory.GetFiles(fixture.Data, "*", SearchOption.AllDirectories))
+        {
+            var copy = Path.Combine(data, Path.GetRelativePath(fixture.Data, file));
+            Directory.CreateDirectory(Path.GetDirectoryName(copy)!);
+            File.Copy(file, copy);
+        }
+
+        var checkpoint = dir.File("vit.safetensors");
+        File.Copy(fixture.Options.Checkpoint, checkpoint);
+        var run = dir.File("run");
+        var result = Experiment.Run(fixture.Options with { Data = data, Checkpoint = checkpoint, OutputDirectory = run, Epochs = 1 });
+        Directory.Delete(data, true);
+        var moved = dir.File("moved.safetensors");
+        File.Move(checkpoint, moved);
+
+        var notFound = Assert.Throws<PromptingException>(() => TrainedModel.Load(run, "cpu"));
+        Assert.Contains("checkpoint not found", notFound.Message);
+        Assert.DoesNotContain("--", notFound.Message);
+
+        using var model = TrainedModel.Load(run, "cpu", moved);
+        Assert.Contains(model.Notes, n => n.Contains("moved") && n.Contains(moved));
+        Assert.Equal(ExperimentFixture.Classes, model.ClassNames.Order());
+        // The original data's test images are the same files: the accuracy is the run's own.
+        var files = ExperimentFixture.Classes
+            .SelectMany(c => Directory.GetFiles(Path.Combine(fixture.Data, "test", c)).Select(f => (File: f, Label: Array.IndexOf(model.ClassNames, c))))
+            .ToArray();
+        var predicted = model.Predict(files.SelectMany(f => model.PreprocessImage(f.File)).ToArray(), files.Length);
+        var accuracy = 100.0 * predicted.Zip(files).Count(p => p.First == p.Second.Label) / files.Length;
+        Assert.Equal(result.FinalAverageAccuracy, accuracy, 6);
+
+        var other = dir.File("other.safetensors");
+        File.WriteAllBytes(other, File.ReadAllBytes(moved).Concat(new byte[] { 0 }).ToArray());
+        Assert.Contains("differs", Assert.Throws<PromptingException>(() => TrainedModel.Load(run, "cpu", other)).Message);
     }
 
     [Fact]
@@ -170,7 +214,8 @@ public sealed class ExperimentTests(ExperimentFixture fixture) : IClassFixture<E
         Assert.Contains("joint", joint.Message);
 
         Assert.Contains("benchmark", Assert.Throws<PromptingException>(() => Experiment.Run(options with { Benchmark = "nope" })).Message, StringComparison.OrdinalIgnoreCase);
-        Assert.Contains("--epochs 0", Assert.Throws<PromptingException>(() => Experiment.Run(options with { Epochs = 0 })).Message);
+        var noEpochs = Assert.Throws<PromptingException>(() => Experiment.Run(options with { Epochs = 0 })).Message;
+        Assert.StartsWith("Epochs 0: must be at least 1", noEpochs);
 
         foreach (var e in new[] { unknown, noData, noCheckpoint, joint }) Assert.DoesNotContain('\n', e.Message);
 

@@ -12,14 +12,19 @@ let private cliDll =
     let config = if AppContext.BaseDirectory.Contains "/Debug/" then "Debug" else "Release"
     Path.Combine(root, "src", "Prompting.Cli", "bin", config, "net10.0", "prompting.dll")
 
-/// Runs the real executable in a child process: exit code, stdout, stderr.
-let runCli (args: string list) =
+/// Runs the real executable in a child process in a working directory ("": this one): exit code,
+/// stdout, stderr.
+let runCliIn (workingDirectory: string) (args: string list) =
     let psi = ProcessStartInfo("dotnet", cliDll :: args, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+    if workingDirectory <> "" then psi.WorkingDirectory <- workingDirectory
     use p = Process.Start psi
     let out = p.StandardOutput.ReadToEndAsync()
     let err = p.StandardError.ReadToEndAsync()
     p.WaitForExit()
     p.ExitCode, out.Result, err.Result
+
+/// Runs the real executable in a child process: exit code, stdout, stderr.
+let runCli (args: string list) = runCliIn "" args
 
 /// A failure: non-zero exit and exactly one line on stderr that contains every fragment
 /// (case-insensitive); returns that line.

@@ -119,7 +119,8 @@ module Configure =
             match r.Benchmark |> Option.orElse (from (fun c -> c.Benchmark)) with
             | Some name -> Benchmarks.find name
             | None -> Errors.fail "run: --benchmark is required (see `prompting benchmarks`)"
-        let data = r.Data |> Option.orElse (b |> Option.bind (fun c -> c.Data))
+        // Recorded canonical, so that the run reopens and resumes from any working directory.
+        let data = r.Data |> Option.orElse (b |> Option.bind (fun c -> c.Data)) |> Option.map RunPaths.canonicalData
         let scenario = r.Scenario |> Option.orElse (from (fun c -> c.Scenario)) |> Option.defaultWith (fun () -> benchmark.DefaultScenario)
         let tasks =
             tasks scenario r.Tasks
@@ -146,7 +147,8 @@ module Configure =
         Method.checkComposition method
         let checkpoint =
             match r.Checkpoint |> Option.orElse (from (fun c -> c.Checkpoint)) with
-            | Some c -> c
+            | Some c when System.String.IsNullOrWhiteSpace c -> Errors.fail "run: --checkpoint is empty"
+            | Some c -> System.IO.Path.GetFullPath c
             | None -> Errors.fail "run: --checkpoint is required"
         let heads = r.Heads |> Option.orElse (b |> Option.bind (fun c -> c.Heads))
         let source = RunCheckpoint.read checkpoint heads

@@ -31,16 +31,35 @@ module RunPresentation =
                                 m.TaskIncremental.FinalAverageAccuracy m.ClassIncremental.Forgetting
                       for w in s.Warnings -> Warnings.line w ] }
 
-/// A run opened again from its directory: its record, scenario and the model after its last
-/// completed task (dispose the model).
+/// A run opened again from its directory: its record, class names and task layout, the model
+/// after its last completed task (dispose it), and its scenario when the data were read.
 [<NoEquality; NoComparison>]
 type ReopenedRun =
     { Directory: string
       Recorded: Run.Recorded
-      Scenario: Scenario
+      /// Class names in the scenario's order (the model's class indices).
+      ClassNames: string[]
+      Layout: TaskLayout
+      /// The data's tasks: read when asked for, or when the run recorded no scenario.json.
+      Scenario: Scenario option
       Model: PromptedModel
       /// The last task whose state was saved.
-      LastTask: int }
+      LastTask: int
+      /// What was found elsewhere than recorded (a moved checkpoint or data directory).
+      Notes: string list }
+
+/// Where to find what a run used when it moved, and whether to read its data.
+type ReopenOptions =
+    { /// The checkpoint at another path (its SHA-256 must be the one recorded); None: where recorded.
+      Checkpoint: string option
+      /// The data at another path (its index must be the one recorded); None: where recorded.
+      Data: string option
+      /// Read the data (to evaluate). Without, a run with scenario.json needs only its directory
+      /// and checkpoint.
+      ReadData: bool }
+
+module ReopenOptions =
+    let defaults = { Checkpoint = None; Data = None; ReadData = false }
 
 /// A whole experiment from a RunConfig: data, scenario, training with resumption, metrics and report.
 module Experiment =
@@ -242,27 +261,71 @@ module Experiment =
             (try Directory.Delete(dir, true) with _ -> ())
             reraise ()
 
-    /// Opens a run again: its configuration, its data's scenario (for the class order), and the model
-    /// with the state of its last completed task. The checkpoint must be the one the run recorded.
-    let reopen (dir: string) (device: torch.Device) : ReopenedRun =
+    /// The run's checkpoint: the one given (same SHA-256), else the recorded path (a relative one
+    /// as RunPaths.candidates finds it), with a note when it is not where the run recorded it.
+    let private locateCheckpoint (dir: string) (recorded: Run.Recorded) (given: string option) =
+        let recordedPath = recorded.Config.Checkpoint
+        let differs (path: string) sha =
+            Errors.fail "%s: SHA-256 %s differs from the %s the run %s recorded" path sha recorded.CheckpointSha256 dir
+        let moved (path: string) =
+            if Path.IsPathRooted recordedPath && Path.GetFullPath recordedPath = path then []
+            else [ sprintf "the checkpoint moved (same SHA-256): the run recorded %s; using %s" recordedPath path ]
+        match given with
+        | Some path ->
+            let full = Path.GetFullPath path
+            let sha = RunCheckpoint.sha256 full
+            if sha <> recorded.CheckpointSha256 then differs path sha
+            full, moved full
+        | None ->
+            match RunPaths.candidates dir recordedPath |> List.filter File.Exists with
+            | [] ->
+                Errors.fail "%s: checkpoint not found (run %s); if it moved, give its new path with --checkpoint" recordedPath dir
+            | existing ->
+                let hashes = existing |> List.map (fun p -> p, RunCheckpoint.sha256 p)
+                match hashes |> List.tryFind (fun (_, sha) -> sha = recorded.CheckpointSha256) with
+                | Some(path, _) -> path, (if path = Path.GetFullPath recordedPath then [] else moved path)
+                | None -> differs (fst hashes.Head) (snd hashes.Head)
+
+    /// Opens a run again: its configuration, class names and layout (from scenario.json, or from
+    /// its data when asked or when the run predates that record), and the model with the state of
+    /// its last completed task. The checkpoint must be the one the run recorded (by SHA-256).
+    let reopen (dir: string) (device: torch.Device) (options: ReopenOptions) : ReopenedRun =
         let recorded = Run.readRecorded dir
-        let c = recorded.Config
-        let source = RunCheckpoint.read c.Checkpoint c.Heads
-        if source.Sha256 <> recorded.CheckpointSha256 then
-            Errors.fail "%s: SHA-256 %s differs from the %s the run %s recorded" c.Checkpoint source.Sha256 recorded.CheckpointSha256 dir
-        let scenario = scenario c ignore
-        let learned =
-            [ 0 .. scenario.Tasks.Length - 1 ] |> List.filter (fun t -> File.Exists(Run.taskStateFile dir t)) |> List.tryLast
+        let checkpointPath, checkpointNotes = locateCheckpoint dir recorded options.Checkpoint
+        let c = { recorded.Config with Checkpoint = checkpointPath }
+        let record = RecordedScenario.read dir
+        let classNames, layout, scenario, dataNotes =
+            match record, options with
+            | Some r, { ReadData = false; Data = None } -> r.ClassNames, r.Layout, None, []
+            | _ ->
+                let data, notes =
+                    match options.Data, c.Data with
+                    | Some given, recordedData ->
+                        let full = RunPaths.canonicalData given
+                        if record.IsNone then
+                            Errors.fail "%s: the run recorded no data index (scenario.json) to check %s against; give its data where it was" dir given
+                        Some full,
+                        (if recordedData |> Option.exists (fun d -> RunPaths.canonicalData d = full) then []
+                         else [ sprintf "the data moved (same data index): the run recorded %s; using %s" (defaultArg recordedData "(none)") full ])
+                    | None, Some recordedData -> Some(RunPaths.locateData dir recordedData), []
+                    | None, None -> None, []
+                let s = scenario { c with Data = data } ignore
+                RecordedScenario.check dir data s
+                s.ClassNames, s.Layout, Some s, notes
+        let tasks = layout.ClassesPerTask.Length
+        let learned = [ 0 .. tasks - 1 ] |> List.filter (fun t -> File.Exists(Run.taskStateFile dir t)) |> List.tryLast
         match learned with
         | None -> Errors.fail "%s: no task has been completed yet" dir
         | Some last ->
-            let model = PromptedModel.build c.Method scenario.Layout (RunCheckpoint.backbone c source)
+            let source = RunCheckpoint.read checkpointPath c.Heads
+            let model = PromptedModel.build c.Method layout (RunCheckpoint.backbone c source)
             try
                 TrainableState.load (Run.taskStateFile dir last) model
                 model.RestoreTask last
                 model.``to`` device |> ignore
                 model.eval ()
-                { Directory = dir; Recorded = recorded; Scenario = scenario; Model = model; LastTask = last }
+                { Directory = dir; Recorded = recorded; ClassNames = classNames; Layout = layout; Scenario = scenario
+                  Model = model; LastTask = last; Notes = checkpointNotes @ dataNotes }
             with _ ->
                 model.Dispose()
                 reraise ()

@@ -234,10 +234,38 @@ module Run =
     /// no longer decode (every image is checked before the first step, so none was trained on).
     let resumeAllows (difference: string) = difference = "Config.SkipCorrupt: false -> true"
 
-    /// Differences to the recorded configuration the run accepts: adding --skip-corrupt, and recipe
-    /// fields when asked (`--accept-recipe-change`, e.g. a lower rate after a divergence).
-    let private acceptable (run: PreparedRun) (difference: string) =
+    /// A moved checkpoint: its path (and file name) changed, its SHA-256 did not.
+    let private checkpointMoved (diffs: string list) (difference: string) =
+        (difference.StartsWith "Config.Checkpoint:" || difference.StartsWith "CheckpointFile:")
+        && not (diffs |> List.exists (fun d -> d.StartsWith "CheckpointSha256:"))
+
+    /// Moved data: accepted here when the run recorded its data index; Run.execute compares it
+    /// with the data's before anything is written.
+    let private dataMoved (dir: string) (difference: string) =
+        difference.StartsWith "Config.Data:" && File.Exists(RecordedScenario.file dir)
+
+    /// Differences to the recorded configuration the run accepts: adding --skip-corrupt, recipe
+    /// fields when asked (`--accept-recipe-change`, e.g. a lower rate after a divergence), and a
+    /// checkpoint or data directory that moved with its content unchanged.
+    let private acceptable (run: PreparedRun) (dir: string) (diffs: string list) (difference: string) =
         resumeAllows difference || (run.AcceptRecipeChange && difference.StartsWith "Config.Method.Recipe.")
+        || checkpointMoved diffs difference || dataMoved dir difference
+
+    /// A recorded configuration with the checkpoint and data paths of runs that recorded them as
+    /// typed made canonical, found as RunPaths.locate finds them.
+    let private withCanonicalPaths (dir: string) (path: string) (json: string) =
+        let o = parseObject path json
+        match o["Config"] with
+        | :? Text.Json.Nodes.JsonObject as c ->
+            let canonical (field: string) (f: string -> string) =
+                match c[field] with
+                | :? Text.Json.Nodes.JsonValue as v when v.GetValueKind() = Text.Json.JsonValueKind.String ->
+                    c[field] <- Text.Json.Nodes.JsonValue.Create(f (v.GetValue<string>()))
+                | _ -> ()
+            canonical "Checkpoint" (RunPaths.locate dir)
+            canonical "Data" (RunPaths.locateData dir)
+            o.ToJsonString(Json.options)
+        | _ -> json
 
     /// Whether the directory holds a configuration but nothing trained under it (no progress.json:
     /// the earlier start failed, was killed or interrupted before its first epoch was saved).
@@ -247,9 +275,10 @@ module Run =
     /// A configuration under which nothing was trained binds nothing: the new one replaces it.
     let private differences (run: PreparedRun) (dir: string) (json: string) =
         if File.Exists(configFile dir) && not (trainedNothing dir) then
-            let existing = upgrade (configFile dir) (File.ReadAllText(configFile dir)) |> withUnrecordedSplit (configFile dir)
+            let path = configFile dir
+            let existing = upgrade path (File.ReadAllText path) |> withUnrecordedSplit path |> withCanonicalPaths dir path
             let diffs = Json.differences existing json
-            match diffs |> List.filter (acceptable run >> not) with
+            match diffs |> List.filter (acceptable run dir diffs >> not) with
             | [] -> diffs
             | refused ->
                 let hint =
@@ -278,7 +307,13 @@ module Run =
         Directory.CreateDirectory(stateDir dir) |> ignore
         // An accepted change (--skip-corrupt added, a recipe change asked for) is recorded.
         if not (File.Exists(configFile dir)) || not accepted.IsEmpty then
-            if not accepted.IsEmpty then log (sprintf "configuration changed on resume: %s" (String.Join("; ", accepted)))
+            let moved, changed = accepted |> List.partition (fun d -> d.StartsWith "Config.Checkpoint:" || d.StartsWith "Config.Data:" || d.StartsWith "CheckpointFile:")
+            for d in moved do
+                if d.StartsWith "Config.Checkpoint:" then
+                    log (sprintf "the checkpoint moved (same SHA-256): %s; the run records the new path" (d.Substring "Config.Checkpoint: ".Length))
+                elif d.StartsWith "Config.Data:" then
+                    log (sprintf "the data moved (same data index): %s; the run records the new path" (d.Substring "Config.Data: ".Length))
+            if not changed.IsEmpty then log (sprintf "configuration changed on resume: %s" (String.Join("; ", changed)))
             writeText (configFile dir) json
         if File.Exists(progressFile dir) then
             let progress = readProgress dir
@@ -333,7 +368,10 @@ module Run =
         let recipe = config.Method.Recipe
         let log = events.Message
         use _ = Runtime.exclusiveTraining dir
+        // Before anything is written: a resume on other data (a moved directory must match) is refused.
+        RecordedScenario.check dir config.Data scenario
         let mutable progress = prepare run dir log
+        RecordedScenario.writeIfAbsent dir scenario
         // The guard counters are process-wide: this session adds what it saw since it started.
         let overrunsBefore, unguardedBefore = Runtime.regionOverruns (), Runtime.unguardedSteps ()
         let earlierOverruns, earlierUnguarded = defaultArg progress.GcRegionOverruns 0L, defaultArg progress.GcUnguardedSteps 0L
