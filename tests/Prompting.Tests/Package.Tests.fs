@@ -47,6 +47,35 @@ let tests =
               Expect.stringContains readme project "README.md shows docs/examples/consumer/Consumer.csproj verbatim"
           }
 
+          test "the prompting .NET tool installs from the packed feed and runs as `prompting`" {
+              let work = tempDir ()
+              use _ = { new IDisposable with member _.Dispose() = try Directory.Delete(work, true) with _ -> () }
+              let version = sprintf "0.1.0-test.%d" (DateTime.UtcNow.Ticks / 10_000_000L)
+              let feed = Path.Combine(work, "feed")
+              exec root [] "dotnet" [ "pack"; Path.Combine(root, "src/Prompting.Cli"); "-c"; "Release"; "--no-build"; "--nologo"; "-o"; feed; "-p:PackageVersion=" + version ]
+              |> expectSuccess "dotnet pack src/Prompting.Cli" |> ignore
+              let config = Path.Combine(work, "nuget.config")
+              File.WriteAllText(config,
+                                sprintf """<?xml version="1.0" encoding="utf-8"?>
+<configuration>
+  <packageSources>
+    <clear />
+    <add key="prompting" value="%s" />
+    <add key="restored" value="%s" />
+  </packageSources>
+</configuration>""" feed globalPackages)
+              // What `dotnet fsi build.fsx install` does globally, into a folder of the test's own.
+              let tools = Path.Combine(work, "tools")
+              let environment = [ "NUGET_PACKAGES", Path.Combine(work, "packages") ]
+              exec work environment "dotnet" [ "tool"; "install"; "--tool-path"; tools; "--configfile"; config; "--version"; version; "Prompting.Cli" ]
+              |> expectSuccess "dotnet tool install" |> ignore
+              let prompting = Path.Combine(tools, "prompting")
+              let weights = Path.Combine(work, "tiny.safetensors")
+              exec work environment prompting [ "create"; "--arch"; "vit-tiny"; "-o"; weights ] |> expectSuccess "prompting create" |> ignore
+              let info = exec work environment prompting [ "info"; weights ] |> expectSuccess "prompting info"
+              Expect.stringContains info "192" "the installed tool loads libtorch and reads the checkpoint it wrote (width 192)"
+          }
+
           test "a C# console app built against the packed packages trains a run and classifies with it without the data" {
               let work = tempDir ()
               // The restored packages and the app's copies of libtorch take over a gigabyte.
