@@ -119,4 +119,6 @@ let tests =
               Method.checkComposition { Methods.linear with Calibration = RandomProjectionRidge Method.ranpacRidge }
               let prototypes = TestSupport.promptingError "simplecil" (fun () -> Method.checkComposition { Methods.simpleCil with Calibration = ClassMeans })
               TestSupport.expectMessage prototypes [ "simplecil"; "prototypes" ] "says why"
+              let twoAdapters = TestSupport.promptingError "two adapters" (fun () -> Method.checkComposition { Methods.aperAdapter with AdapterReduction = Some 8 })
+              TestSupport.expectMessage twoAdapters [ "aper-adapter"; "one MLP adapter" ] "says why"
           } ]

@@ -317,6 +317,8 @@ module Method =
         | _ -> ()
         if m.Head = PrototypeHead && m.Calibration <> TrainedHead then
             Errors.fail "method %s: predicts with class prototypes already; a calibrated head is for methods that train a head" m.Name
+        if m.AdapterReduction.IsSome && m.ParallelAdapter.IsSome then
+            Errors.fail "method %s: a block takes one MLP adapter; choose the sequential adapter (AdapterReduction) or the parallel one (ParallelAdapter)" m.Name
         match m.HeadFeatures, m.Calibration with
         | PretrainedAndAdapted, (TrainedHead | AlignedHead _) ->
             Errors.fail "method %s: the pretrained features beside the adapted ones are read by a calibrated head (class means, ridge), but this method predicts with its trained head" m.Name
