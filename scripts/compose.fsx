@@ -55,4 +55,5 @@ Protocol.main "compose" [ componentsOption ] (fun options ->
       Tasks = 5
       Scenario = ClassIncremental
       Training = method.Recipe
-      Normalisation = Normalised })
+      Normalisation = Normalised
+      ClassOrder = None })

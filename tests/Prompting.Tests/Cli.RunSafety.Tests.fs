@@ -148,7 +148,8 @@ let tests =
           test "Ctrl-C prints the one command that resumes, and that command does" {
               let data, checkpoint = inputs.Force()
               let out = Path.Combine(tempDir (), "interrupted")
-              let args = runArgs data checkpoint out 20 []
+              // Enough epochs that the run is still going when `kill` gets to run on a loaded machine.
+              let args = runArgs data checkpoint out 200 []
               let psi = ProcessStartInfo("dotnet", CliRun.cliDll :: args, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
               use p = Process.Start psi
               let _ = p.StandardOutput.ReadToEndAsync()

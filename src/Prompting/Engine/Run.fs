@@ -369,8 +369,11 @@ module Run =
         let log = events.Message
         use _ = Runtime.exclusiveTraining dir
         // Before anything is written: a resume on other data (a moved directory must match) is refused.
-        RecordedScenario.check dir config.Data scenario
+        // A directory where nothing was trained binds nothing, its recorded scenario included.
+        let replacing = trainedNothing dir
+        if not replacing then RecordedScenario.check dir config.Data scenario
         let mutable progress = prepare run dir log
+        if replacing then try File.Delete(RecordedScenario.file dir) with _ -> ()
         RecordedScenario.writeIfAbsent dir scenario
         // The guard counters are process-wide: this session adds what it saw since it started.
         let overrunsBefore, unguardedBefore = Runtime.regionOverruns (), Runtime.unguardedSteps ()
