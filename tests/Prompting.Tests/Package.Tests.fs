@@ -34,6 +34,24 @@ let private globalPackages =
 
 let private example = Path.Combine(root, "docs", "examples", "consumer")
 
+/// Packs `projects` (already built) into the folder feed `feed` under `version`.
+let private packInto (feed: string) (version: string) (projects: string list) =
+    for project in projects do
+        exec root [] "dotnet" [ "pack"; Path.Combine(root, project); "-c"; "Release"; "--no-build"; "--nologo"; "-o"; feed; "-p:PackageVersion=" + version ]
+        |> expectSuccess ("dotnet pack " + project) |> ignore
+
+/// A nuget.config whose only sources are the test's feed and the machine's restored packages.
+let private writeFeedConfig (path: string) (feed: string) =
+    File.WriteAllText(path,
+                      sprintf """<?xml version="1.0" encoding="utf-8"?>
+<configuration>
+  <packageSources>
+    <clear />
+    <add key="prompting" value="%s" />
+    <add key="restored" value="%s" />
+  </packageSources>
+</configuration>""" feed globalPackages)
+
 [<Tests>]
 let tests =
     testSequenced
@@ -52,18 +70,9 @@ let tests =
               use _ = { new IDisposable with member _.Dispose() = try Directory.Delete(work, true) with _ -> () }
               let version = sprintf "0.1.0-test.%d" (DateTime.UtcNow.Ticks / 10_000_000L)
               let feed = Path.Combine(work, "feed")
-              exec root [] "dotnet" [ "pack"; Path.Combine(root, "src/Prompting.Cli"); "-c"; "Release"; "--no-build"; "--nologo"; "-o"; feed; "-p:PackageVersion=" + version ]
-              |> expectSuccess "dotnet pack src/Prompting.Cli" |> ignore
+              packInto feed version [ "src/Prompting.Cli" ]
               let config = Path.Combine(work, "nuget.config")
-              File.WriteAllText(config,
-                                sprintf """<?xml version="1.0" encoding="utf-8"?>
-<configuration>
-  <packageSources>
-    <clear />
-    <add key="prompting" value="%s" />
-    <add key="restored" value="%s" />
-  </packageSources>
-</configuration>""" feed globalPackages)
+              writeFeedConfig config feed
               // What `dotnet fsi build.fsx install` does globally, into a folder of the test's own.
               let tools = Path.Combine(work, "tools")
               let environment = [ "NUGET_PACKAGES", Path.Combine(work, "packages") ]
@@ -83,23 +92,13 @@ let tests =
               // A version of its own: the consumer cannot pick up an older build of the packages.
               let version = sprintf "0.1.0-test.%d" (DateTime.UtcNow.Ticks / 10_000_000L)
               let feed = Path.Combine(work, "feed")
-              for project in [ "src/Prompting"; "src/Prompting.Reports"; "src/Prompting.CSharp" ] do
-                  exec root [] "dotnet" [ "pack"; Path.Combine(root, project); "-c"; "Release"; "--no-build"; "--nologo"; "-o"; feed; "-p:PackageVersion=" + version ]
-                  |> expectSuccess ("dotnet pack " + project) |> ignore
+              packInto feed version [ "src/Prompting"; "src/Prompting.Reports"; "src/Prompting.CSharp" ]
               let app = Path.Combine(work, "app")
               Directory.CreateDirectory app |> ignore
               File.Copy(Path.Combine(example, "Program.cs"), Path.Combine(app, "Program.cs"))
               File.WriteAllText(Path.Combine(app, "Consumer.csproj"),
                                 File.ReadAllText(Path.Combine(example, "Consumer.csproj")).Replace("Version=\"0.1.0\"", sprintf "Version=\"%s\"" version))
-              File.WriteAllText(Path.Combine(app, "nuget.config"),
-                                sprintf """<?xml version="1.0" encoding="utf-8"?>
-<configuration>
-  <packageSources>
-    <clear />
-    <add key="prompting" value="%s" />
-    <add key="restored" value="%s" />
-  </packageSources>
-</configuration>""" feed globalPackages)
+              writeFeedConfig (Path.Combine(app, "nuget.config")) feed
               // An empty package folder: TorchSharp's libLibTorchSharp.so arrives unpatched, as on a
               // fresh machine, and the packages' build/ targets must fix it.
               let environment = [ "NUGET_PACKAGES", Path.Combine(work, "packages") ]

@@ -78,26 +78,8 @@ module Configure =
             LearningRate = defaultArg r.LearningRate recipe.LearningRate
             Bf16 = defaultArg r.Bf16 recipe.Bf16 }
 
-    /// The method with what predicts replaced (`--head`).
-    let withHead (head: string) (m: Method) =
-        match head.Trim().ToLowerInvariant() with
-        // The trained head reads the adapted features only.
-        | "linear" -> { m with Calibration = TrainedHead; Recalibration = None; HeadFeatures = AdaptedFeatures }
-        | "prototype" -> { m with Calibration = ClassMeans; Recalibration = None }
-        | "ridge" -> { m with Calibration = RandomProjectionRidge Method.ranpacRidge; Recalibration = None }
-        | ridge when ridge.StartsWith "ridge:" ->
-            match System.Int32.TryParse(ridge.Substring 6) with
-            | true, size when size > 0 ->
-                { m with Calibration = RandomProjectionRidge { Method.ranpacRidge with ProjectionSize = size }; Recalibration = None }
-            | _ -> Errors.fail "--head %s: the projection size after ridge: must be a positive integer (ridge:10000 is RanPAC's)" head
-        // The method's own aligned head when it has one (SLCA's alignment, VQ-Prompt's
-        // recalibration), else SLCA's classifier alignment with the official settings.
-        | "aligned" ->
-            match m.Calibration, m.Recalibration with
-            | AlignedHead _, _ -> m
-            | _, Some _ -> { m with Calibration = TrainedHead }
-            | _ -> { m with Calibration = AlignedHead Method.slcaAlignment }
-        | other -> Errors.fail "--head %s: expected linear, prototype, ridge, ridge:M (a projection to M) or aligned" other
+    /// The method with what predicts replaced (`--head`): a choice of `Methods.HeadChoices`.
+    let withHead (head: string) (m: Method) = Methods.HeadChoices.apply head m
 
     /// The method with when it learns replaced (`--adapt`).
     let withAdaptation (adapt: string) (m: Method) =

@@ -313,6 +313,37 @@ module Methods =
           linear; full; partial 1; mlp 3; bias; adapter; sequential; simpleCil; joint
           aperAdapter; aperSsf; aperVptShallow; aperVptDeep; aperBitfit; ranpac; slca ]
 
+    /// What can predict for any method (`--head NAME`), as data: each choice's name and how it
+    /// changes a method. `ridge:M` takes a projection of M.
+    module HeadChoices =
+        let private ridgeOf size = { Method.ranpacRidge with ProjectionSize = size }
+
+        let all: (string * (Method -> Method)) list =
+            [ // The trained head reads the adapted features only.
+              "linear", fun m -> { m with Calibration = TrainedHead; Recalibration = None; HeadFeatures = AdaptedFeatures }
+              "prototype", fun m -> { m with Calibration = ClassMeans; Recalibration = None }
+              "ridge", fun m -> { m with Calibration = RandomProjectionRidge Method.ranpacRidge; Recalibration = None }
+              // The method's own aligned head when it has one (SLCA's alignment, VQ-Prompt's
+              // recalibration), else SLCA's classifier alignment with the official settings.
+              "aligned",
+              fun m ->
+                  match m.Calibration, m.Recalibration with
+                  | AlignedHead _, _ -> m
+                  | _, Some _ -> { m with Calibration = TrainedHead }
+                  | _ -> { m with Calibration = AlignedHead Method.slcaAlignment } ]
+
+        /// The method with the named choice applied; one line naming the option otherwise.
+        let apply (head: string) (m: Method) =
+            let key = head.Trim().ToLowerInvariant()
+            match all |> List.tryFind (fun (name, _) -> name = key) with
+            | Some(_, change) -> change m
+            | None when key.StartsWith "ridge:" ->
+                match System.Int32.TryParse(key.Substring 6) with
+                | true, size when size > 0 -> { m with Calibration = RandomProjectionRidge(ridgeOf size); Recalibration = None }
+                | _ -> Errors.fail "--head %s: the projection size after ridge: must be a positive integer (ridge:10000 is RanPAC's)" head
+            | None ->
+                Errors.fail "--head %s: expected %s or ridge:M (a projection to M)" head (all |> List.map fst |> String.concat ", ")
+
     /// Looks a method up by name; "partial-K" and "mlp-K" take any K.
     let find (name: string) tasks =
         let key = name.Trim().ToLowerInvariant()
