@@ -218,8 +218,9 @@ let private shapes (m: Method) (model: Lazy<PromptedModel>) () =
         let mode = if training then "training" else "eval"
         let out = model.Forward(x, training)
         Expect.equal out.Logits.shape [| batch; classes |] (sprintf "%s: logits (B, total classes)" mode)
-        // APER's calibrated head reads the pretrained features beside the adapted ones: (B, 2D).
-        let width = if m.HeadFeatures = PretrainedAndAdapted then 2L * int64 config.Width else int64 config.Width
+        // APER's calibrated head reads the pretrained features beside the adapted ones: (B, 2D)
+        // outside training; a training pass skips them.
+        let width = if m.HeadFeatures = PretrainedAndAdapted && not training then 2L * int64 config.Width else int64 config.Width
         Expect.equal out.Features.shape [| batch; width |] (sprintf "%s: features (B, D or 2D)" mode)
         Expect.equal out.AuxLoss.shape [||] (sprintf "%s: auxiliary loss is a scalar" mode)
         Expect.isTrue (out.Logits.isfinite().all().item<bool> ()) (sprintf "%s: finite logits" mode)

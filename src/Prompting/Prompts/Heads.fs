@@ -217,9 +217,10 @@ type ClassifierHead(kind: HeadKind, width: int, calibrationWidth: int, classes: 
             use f = torch.nn.functional.normalize (features, dim = 1L)
             use pt = (this.get_buffer buffer).t ()
             torch.mm (f, pt)
-        // The trained head reads the adapted features: the last D columns.
+        // The trained head reads the adapted features: the last D columns (a training pass gives
+        // only those).
         let adapted () =
-            if calibrationWidth = width then features.alias () else features.narrow (1, int64 (calibrationWidth - width), d)
+            if features.shape[1] = d then features.alias () else features.narrow (1, features.shape[1] - d, d)
         match kind with
         | _ when not this.training && this.Calibrated ->
             match calibration, ridge with

@@ -35,8 +35,8 @@ module TaskLayout =
 type PromptedOutput =
     { /// (B, classes) over every class of the layout.
       Logits: torch.Tensor
-      /// What the head read: the pre-logits (B, D), or the pretrained model's features followed by
-      /// them (B, 2·D) when the method's calibrated head reads both.
+      /// What the head read: the pre-logits (B, D), or, outside training, the pretrained model's
+      /// features followed by them (B, 2·D) when the method's calibrated head reads both.
       Features: torch.Tensor
       /// Sum of the weighted auxiliary losses (a zero scalar when there are none).
       AuxLoss: torch.Tensor
@@ -326,9 +326,12 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
             | PromptMean -> features.mean ([| 1L |])
             | ClassToken -> features.select (1, 0L)
         let preLogits = if mixed then preLogits.to_type torch.float32 else preLogits
+        // The pretrained features are for the calibrated head only, which never trains: a training
+        // pass (whose loss reads the adapted features) skips their forward pass.
         let headFeatures =
             match method.HeadFeatures with
             | AdaptedFeatures -> preLogits
+            | PretrainedAndAdapted when training -> preLogits
             | PretrainedAndAdapted ->
                 let pretrained =
                     match query, pretrainedCopy with
