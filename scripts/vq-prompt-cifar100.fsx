@@ -1,5 +1,5 @@
 // VQ-Prompt on Split CIFAR-100: pool 10 of length 8 at layers 0-4, straight-through quantisation,
-// head recalibration from class statistics after each task; AdamW prompts 0.0125 / head 0.0025,
+// the aligned head (diagonal class statistics, re-trained after each task); AdamW prompts 0.0125 / head 0.0025,
 // weight decay 0, per-iteration cosine to 1e-6 over 20 epochs, batch 128; pixels in [0, 1] as the
 // official (CODA-based) loaders feed them (--normalisation backbone for the backbone's statistics).
 // Split CIFAR-100, 10 tasks of 10 classes, class-incremental; class order CODA-Prompt's rule for

@@ -1,5 +1,6 @@
 // VQ-Prompt on Split ImageNet-R: as on CIFAR-100 (AdamW prompts 0.0125 / head 0.0025, per-iteration
-// cosine to 1e-6 over 20 epochs, head recalibration) with batch 64; pixels in [0, 1].
+// cosine to 1e-6 over 20 epochs, the aligned head) with batch 64, so the alignment's samples per class and
+// batch, 4 × the training batch in the official code, are 256; pixels in [0, 1].
 // Split ImageNet-R, 10 tasks of 20 classes, class-incremental, on CODA-Prompt's split lists by default
 // (class order: the lists' own for --seed 0, CODA-Prompt's random.seed(K) shuffle for --seed K).
 // --data: the released single-folder tree (imagenet-r/<wnid>/<image>, from
@@ -17,7 +18,7 @@ open Protocol
 
 Protocol.main "vq-prompt-imagenet-r" [] (fun _ ->
     { Name = "vq-prompt-imagenet-r"
-      Method = Methods.vqPrompt
+      Method = { Methods.vqPrompt with Calibration = AlignedHead { Method.vqAlignment with SamplesPerClass = 256; BatchSize = 256 } }
       Benchmark = "imagenet-r"
       Tasks = 10
       Scenario = ClassIncremental

@@ -205,8 +205,8 @@ let comparison =
               let seq = (Demo.runConfig { s with LearningRates = Map.ofList [ "sequential", 0.5 ] } checkpoint "/data" "sequential").Config
               Expect.equal seq.Method.Recipe.LearningRate 0.5 "the demo's rate where it sets one"
               let vq = (Demo.runConfig s checkpoint "/data" "vq-prompt").Config
-              Expect.equal vq.Method.Recalibration s.Recalibration "VQ-Prompt's recalibration rescaled"
-              Expect.equal c.Method.Recalibration None "DualPrompt has none, and gets none"
+              Expect.equal (Some vq.Method.Calibration) (s.Alignment |> Option.map Prompting.Prompts.AlignedHead) "VQ-Prompt's aligned head rescaled"
+              Expect.equal c.Method.Calibration Prompting.Prompts.TrainedHead "DualPrompt has none, and gets none"
           } ]
 
 [<Tests>]

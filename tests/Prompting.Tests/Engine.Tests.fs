@@ -127,7 +127,7 @@ let tests =
               let recalibrated =
                   { (config Methods.linear).Method with
                       Name = "linear-recalibrated"
-                      Recalibration = Some { Methods.vqPrompt.Recalibration.Value with Epochs = 2; SamplesPerClass = 8 } }
+                      Calibration = AlignedHead { Method.vqAlignment with Epochs = 2; SamplesPerClass = 8; BatchSize = 8 } }
               let cfg = { config Methods.linear with Method = recalibrated }
               let reference = run cfg (tempDir ()) ignore
               let dir = tempDir ()
@@ -139,7 +139,7 @@ let tests =
                   let target = Path.Combine(beforeEnd, Path.GetRelativePath(dir, f))
                   Directory.CreateDirectory(Path.GetDirectoryName target) |> ignore
                   File.Copy(f, target)
-              let counts d t = ExactFile.read (Run.lifecycleFile d t) |> List.find (fun (n, _) -> n = "head.counts") |> fun (_, c) -> Array.sum c.Values
+              let counts d t = ExactFile.read (Run.lifecycleFile d t) |> List.find (fun (n, _) -> n = "head.alignment.counts") |> fun (_, c) -> Array.sum c.Values
               Expect.equal (counts beforeEnd 0) 24.0 "statistics of task 1's 24 images"
               let resumed = run cfg dir ignore
               Expect.equal resumed.Progress.Evaluations reference.Progress.Evaluations "same accuracy matrix after the end-of-task pass is redone"
@@ -204,6 +204,25 @@ let tests =
                   Expect.equal resumed.Progress.Evaluations reference.Progress.Evaluations (kill + ": same accuracy matrix")
                   Expect.equal resumed.Progress.EpochLosses reference.Progress.EpochLosses (kill + ": same losses")
                   Expect.equal (final dir) (final referenceDir) (kill + ": identical statistics, snapshot and aligned head")
+          }
+
+          test "configurations written before VQ-Prompt's recalibration was an aligned head, or before the aligned head named its optimiser, read as what they ran" {
+              let cfg = config Methods.vqPrompt
+              let written (calibration: string) (recalibration: string option) =
+                  let node = Text.Json.Nodes.JsonNode.Parse(Json.serialize cfg).AsObject()
+                  let m = node["Method"].AsObject()
+                  m["Calibration"] <- Text.Json.Nodes.JsonNode.Parse calibration
+                  recalibration |> Option.iter (fun r -> m["Recalibration"] <- Text.Json.Nodes.JsonNode.Parse r)
+                  let path = Path.Combine(tempDir (), "config.json")
+                  File.WriteAllText(path, node.ToJsonString())
+                  (Run.readConfigFile path).Method.Calibration
+              let trained = Json.serialize TrainedHead
+              let vq = written trained (Some """{"Epochs": 10, "SamplesPerClass": 512, "LearningRate": 1e-5, "FinalLearningRate": 1e-6, "WeightDecay": 5e-4, "VarianceFloor": 1e-4}""")
+              Expect.equal vq (AlignedHead { Method.vqAlignment with BatchSize = cfg.Method.Recipe.BatchSize }) "the recalibration as the aligned head it was, in batches of the recipe's size"
+              Expect.equal (written trained (Some "null")) TrainedHead "no recalibration: the trained head"
+              let slca =
+                  written """{"AlignedHead": {"Item": {"Covariance": {"FullCovariance": {"ridge": 0.0001}}, "SamplesPerClass": 256, "BatchSize": 256, "Epochs": 5, "LearningRate": 0.01, "Momentum": 0.9, "WeightDecay": 0.0005, "ShrinkOlderMeans": true, "LogitNormalisation": 0.1, "RestoreBeforeNextTask": true, "FreezeEarlierHeads": true}}}""" None
+              Expect.equal slca (AlignedHead Method.slcaAlignment) "SGD with its momentum, the per-epoch cosine and full epochs"
           }
 
           test "format-1 run directories still load and resume; a newer format is refused naming it" {

@@ -19,7 +19,7 @@ let private part (head: ClassifierHead) = head :> ITaskPart
 let private ending (task: int) (seen: int) = { Task = task; SeenClasses = seen; BatchSize = 8 }
 
 let private alignedHead (config: ClassAlignment) (width: int) (classes: int) =
-    new ClassifierHead(LinearHead, width, width, classes, false, None, AlignedHead config, truncatedNormal = 0.02)
+    new ClassifierHead(LinearHead, width, width, classes, false, AlignedHead config, truncatedNormal = 0.02)
 
 /// The final layer's weight and bias.
 type private Final = { weight: Modules.Parameter; bias: Modules.Parameter }
@@ -221,6 +221,64 @@ let tests =
               expectBitExact b2 b "biases after the third task"
           }
 
+          test "VQ-Prompt's instance by hand: AdamW's first step, the per-step cosine, every drawn sample, nothing restored" {
+              let config = { Method.vqAlignment with SamplesPerClass = 3; BatchSize = 2; Epochs = 2; LearningRate = 0.1; RateSchedule = CosinePerStep 0.01 }
+              use head = torch.nn.Linear(4L, 2L)
+              use samples = tensorOf2 [| 1.0f; 0.0f; 0.0f; 0.0f; 0.0f; 1.0f; 0.0f; 0.0f; 2.0f; 0.0f; 0.0f; 0.0f
+                                         0.0f; 2.0f; 0.0f; 0.0f; 1.0f; 1.0f; 0.0f; 0.0f; 0.0f; 3.0f; 1.0f; 0.0f |] [| 6L; 4L |]
+              use labels = torch.tensor ([| 0L; 1L; 0L; 1L; 0L; 1L |])
+              // AdamW's first step by hand: p ← p(1 − η·λ) − η·g/(|g| + ε) (m̂ = g, v̂ = g²).
+              let w0, b0 = head.weight.detach().clone (), head.bias.detach().clone ()
+              let gradients: torch.Tensor * torch.Tensor =
+                  use w = w0.clone().requires_grad_ true
+                  use b = b0.clone().requires_grad_ true
+                  use logits = torch.nn.functional.linear (samples.narrow (0, 0L, 2L), w, b)
+                  use loss = torch.nn.functional.cross_entropy (logits, labels.narrow (0, 0L, 2L))
+                  loss.backward ()
+                  w.grad.clone (), b.grad.clone ()
+              let expected (p: torch.Tensor) (g: torch.Tensor) = values (p * (1.0 - 0.1 * 5e-4) - g / (g.abs () + 1e-8) * 0.1)
+              let one = { config with Epochs = 1; EpochLength = BatchPerEarlierClass }
+              let first = Alignment.train one head.forward [ head.weight; head.bias ] 2 1 [] 6L (fun _ -> samples.clone (), labels.clone ())
+              Expect.equal (first |> List.map (fun s -> s.Rate)) [ 0.1 ] "one step, at the rate"
+              Expect.isLessThan (relativeError (values head.weight) (expected w0 (fst gradients))) 1e-5 "AdamW's first step (weights)"
+              Expect.isLessThan (relativeError (values head.bias) (expected b0 (snd gradients))) 1e-5 "AdamW's first step (biases)"
+              let steps = Alignment.train config head.forward [ head.weight; head.bias ] 2 1 [] 6L (fun _ -> samples.clone (), labels.clone ())
+              Expect.equal steps.Length 6 "every drawn sample: 3 batches (2, 2, 2) in each of 2 epochs"
+              for k, step in List.indexed steps do
+                  Expect.floatClose Accuracy.veryHigh step.Rate (0.01 + 0.5 * (0.1 - 0.01) * (1.0 + cos (System.Math.PI * float k / 6.0))) (sprintf "step %d: cosine from 0.1 toward 0.01" k)
+              let quirk = { config with RateSchedule = CosinePerStepQuirk(1.0, 0.01); EpochLength = BatchPerEarlierClass }
+              Expect.equal (Alignment.batchesPerEpoch quirk 6L 1) 1L "the official epochs: one batch per earlier class"
+              Expect.equal (Alignment.batchesPerEpoch quirk 6L 5) 3L "never more than the samples hold"
+              Expect.equal [ for k in 0L .. 3L -> Alignment.rate quirk 0 k 4L ] [ 1.0; Alignment.rate config 0 0L 4L; Alignment.rate config 0 1L 4L; Alignment.rate config 0 2L 4L ] "the first step at its own rate, then the cosine one step late"
+              // Nothing restored and no snapshot kept: the aligned head trains on from where it was.
+              torch.manual_seed 4L |> ignore
+              use aligned = alignedHead { Method.vqAlignment with SamplesPerClass = 16; BatchSize = 16; Epochs = 2; LearningRate = 0.05 } 4 4
+              observe aligned [ 0; 1 ]
+              (part aligned).EndTask(ending 0 2)
+              observe aligned [ 2; 3 ]
+              (part aligned).EndTask(ending 1 4)
+              let afterAlignment = values (fc aligned).weight
+              (part aligned).BeginTask 2
+              Expect.equal (values (fc aligned).weight) afterAlignment "the next task starts from the aligned head"
+              Expect.isEmpty aligned.Alignment.Value.Snapshot "no snapshot kept"
+          }
+
+          test "a VQ-Prompt run saved before its recalibration was an aligned head resumes with its statistics" {
+              torch.manual_seed 5L |> ignore
+              let f, y = around [ 0; 1; 2 ] 4 10
+              use _ = f
+              use _ = y
+              let old = ClassStatistics()
+              old.Add(f, y)
+              use head = alignedHead Method.vqAlignment 4 4
+              (part head).RestoreLifecycleState(old.ToExact())
+              let stats = head.Alignment.Value.Statistics
+              Expect.equal stats.Classes [ 0; 1; 2 ] "the classes"
+              for c in 0 .. 2 do
+                  Expect.isLessThan (relativeError (values ((stats.Mean c).to_type torch.float32)) (old.Mean c |> Array.map float32)) 1e-12 (sprintf "class %d: mean" c)
+                  Expect.isLessThan (relativeError (values ((stats.Covariance(c, 0.0)).to_type torch.float32)) (old.Variance c |> Array.map float32)) 1e-6 (sprintf "class %d: variance" c)
+          }
+
           test "slca: its recipe (slow learner, MultiStep ×0.1 at 18), composition and head initialisation" {
               let m = Methods.find "slca" 10
               Expect.equal m.Backbone FullBackbone "the whole backbone trains"
@@ -245,7 +303,7 @@ let tests =
           test "--head aligned and --adapt slow-learner resolve as documented; impossible combinations refused in one line" {
               Expect.equal (Configure.withHead "aligned" Methods.linear).Calibration (AlignedHead Method.slcaAlignment) "SLCA's alignment for a method without one"
               let vq = Configure.withHead "aligned" Methods.vqPrompt
-              Expect.equal (vq.Calibration, vq.Recalibration) (TrainedHead, Methods.vqPrompt.Recalibration) "VQ-Prompt keeps its own recalibration"
+              Expect.equal vq.Calibration (AlignedHead Method.vqAlignment) "VQ-Prompt keeps its own alignment"
               Expect.equal (Configure.withHead "aligned" Methods.slca) Methods.slca "slca keeps its own"
               let coda = Configure.withHead "aligned" Methods.codaPrompt
               Method.checkComposition coda
@@ -254,8 +312,6 @@ let tests =
               Expect.equal (slow.Recipe.LearningRate, slow.Recipe.HeadLearningRate, slow.Adaptation) (1e-6, Some 1e-4, EveryTask) "all but the head at 1/100 of the head's rate"
               let message = promptingError "slow learner on a linear probe" (fun () -> Configure.withAdaptation "slow-learner" Methods.linear)
               expectMessage message [ "slow-learner"; "linear"; "besides its head" ] "says why"
-              let twice = promptingError "alignment over recalibration" (fun () -> Method.checkComposition { Methods.vqPrompt with Calibration = AlignedHead Method.slcaAlignment })
-              expectMessage twice [ "vq-prompt"; "recalibration"; "aligned head" ] "says why"
               let prototype = promptingError "aligned prototypes" (fun () -> Method.checkComposition (Configure.withHead "aligned" Methods.simpleCil))
               expectMessage prototype [ "simplecil"; "prototypes" ] "says why"
           } ]

@@ -1,5 +1,6 @@
-/// The calibrated heads side by side with the official RanPAC and SLCA code: the fixtures in
-/// tests/fixtures/heads were computed by that code (make_head_fixtures.py imports and runs it) on
+/// The calibrated heads side by side with the official RanPAC, SLCA and VQ-Prompt code: the fixtures
+/// in tests/fixtures/heads were computed by that code (make_head_fixtures.py and make_vq_fixture.py
+/// import and run it) on
 /// the same features, the same random projection and the same sampled features fed here.
 module Prompting.Tests.PromptsSideBySide
 
@@ -30,7 +31,7 @@ let private ranpac (f: Map<string, HostTensor>) =
     let d, m = int wRand.Shape[0], int wRand.Shape[1]
     let classes = tasks * perTask
     let settings = { ProjectionSize = m; RidgeExponents = [ -8 .. 8 ]; FitFraction = 0.8 }
-    use head = new ClassifierHead(LinearHead, d, d, classes, false, None, RandomProjectionRidge settings)
+    use head = new ClassifierHead(LinearHead, d, d, classes, false, RandomProjectionRidge settings)
     head.eval ()
     let ridge = head.Ridge.Value
     do
@@ -110,10 +111,61 @@ let private slca (f: Map<string, HostTensor>) =
         // The whole alignment on the official code's batches: every step's loss, and the head after.
         use head = linearFrom f[sprintf "head_weight_before_%d" t] f[sprintf "head_bias_before_%d" t]
         let epochSamples (e: int) = (samples.narrow (0, int64 e * perEpoch, perEpoch)).clone (), (sampleLabels.narrow (0, int64 e * perEpoch, perEpoch)).clone ()
-        let losses = Alignment.train config head.forward [ head.weight; head.bias ] seen blocks epochSamples
-        Expect.isLessThan (relativeError (losses |> List.map float32 |> Array.ofList) f[sprintf "loss_%d" t].Values) 1e-5 (sprintf "task %d: every step's loss" t)
+        let steps = Alignment.train config head.forward [ head.weight; head.bias ] seen (seen - taskSize) blocks perEpoch epochSamples
+        Expect.isLessThan (relativeError (steps |> List.map (fun s -> float32 s.Loss) |> Array.ofList) f[sprintf "loss_%d" t].Values) 1e-5 (sprintf "task %d: every step's loss" t)
         Expect.isLessThan (relativeError (values head.weight) f[sprintf "head_weight_after_%d" t].Values) 1e-5 (sprintf "task %d: aligned weights" t)
         Expect.isLessThan (relativeError (values head.bias) f[sprintf "head_bias_after_%d" t].Values) 1e-5 (sprintf "task %d: aligned biases" t)
+
+/// VQ-Prompt's classifier-bias mitigation against the official trainer's: the statistics, every
+/// sample drawn from the same seed, each step's rate and loss, and the head after, with the official
+/// quirks (short epochs, the first step's rate) named in the configuration.
+let private vq (f: Map<string, HostTensor>) =
+    let dims = f["dims"].Values |> Array.map int
+    let perTask, tasks = dims[1], dims[2]
+    let settings = f["settings"].Values |> Array.map float
+    let samplesPerClass, epochs, rate, weightDecay = int settings[0], int settings[1], settings[2], settings[3]
+    let config =
+        { Method.vqAlignment with
+            SamplesPerClass = samplesPerClass
+            BatchSize = samplesPerClass
+            Epochs = epochs
+            LearningRate = rate
+            WeightDecay = weightDecay
+            EpochLength = BatchPerEarlierClass
+            RateSchedule = CosinePerStepQuirk(rate * 10.0, 1e-6) }
+    let stats = ClassGaussians(false)
+    for t in 1 .. tasks - 1 do
+        let seen = (t + 1) * perTask
+        let earlier = t * perTask
+        // The statistics of every class seen so far, as the end of each task adds them.
+        for c in (if t = 1 then 0 else earlier) .. seen - 1 do
+            use x = tensor f[sprintf "features_%d" c]
+            use y = torch.tensor (Array.create (int x.shape[0]) (int64 c))
+            stats.Add(x, y)
+        for c in earlier .. seen - 1 do
+            use mean = (stats.Mean c).to_type torch.float32
+            use variance = (stats.Covariance(c, 0.0)).to_type torch.float32
+            Expect.isLessThan (relativeError (values mean) f[sprintf "mean_%d" c].Values) 1e-6 (sprintf "class %d: mean" c)
+            Expect.isLessThan (relativeError (values variance) f[sprintf "variance_%d" c].Values) 1e-5 (sprintf "class %d: population variance" c)
+        // The same seed draws the same samples, class by class, then the same shuffle.
+        torch.manual_seed (int64 f[sprintf "seed_%d" t].Values[0]) |> ignore
+        let classes = [ for c in 0 .. seen - 1 -> c, 1.0 ]
+        let drawn = [ for _ in 1 .. epochs -> Alignment.sample config stats classes torch.CPU ]
+        for e, (samples, labels) in List.indexed drawn do
+            Expect.isLessThan (relativeError (values samples) f[sprintf "samples_%d_%d" t e].Values) 1e-5 (sprintf "task %d, epoch %d: samples drawn" t e)
+            Expect.equal (values (labels.to_type torch.float32)) f[sprintf "labels_%d_%d" t e].Values (sprintf "task %d, epoch %d: their labels" t e)
+        // The alignment on the official samples: every step's rate and loss, and the head after.
+        use head = linearFrom f[sprintf "head_weight_before_%d" t] f[sprintf "head_bias_before_%d" t]
+        let epochSamples (e: int) = tensor f[sprintf "samples_%d_%d" t e], (tensor f[sprintf "labels_%d_%d" t e]).to_type torch.int64
+        let steps = Alignment.train config head.forward [ head.weight; head.bias ] seen earlier [] (int64 (seen * samplesPerClass)) epochSamples
+        Expect.equal steps.Length (epochs * earlier) "one batch per earlier class in each epoch"
+        Expect.isLessThan (relativeError (steps |> List.map (fun s -> float32 s.Rate) |> Array.ofList) f[sprintf "rate_%d" t].Values) 1e-7 (sprintf "task %d: every step's rate" t)
+        Expect.isLessThan (relativeError (steps |> List.map (fun s -> float32 s.Loss) |> Array.ofList) f[sprintf "loss_%d" t].Values) 1e-5 (sprintf "task %d: every step's loss" t)
+        Expect.isLessThan (relativeError (values head.weight) f[sprintf "head_weight_after_%d" t].Values) 1e-5 (sprintf "task %d: aligned weights" t)
+        Expect.isLessThan (relativeError (values head.bias) f[sprintf "head_bias_after_%d" t].Values) 1e-5 (sprintf "task %d: aligned biases" t)
+        for s, l in drawn do
+            s.Dispose()
+            l.Dispose()
 
 [<Tests>]
 let tests =
@@ -124,6 +176,11 @@ let tests =
               match load "ranpac" with
               | Some f -> ranpac f
               | None -> skiptest "tests/fixtures/heads/ranpac.npz is absent"
+          }
+          test "VQ-Prompt (official trainer.py): statistics, samples from the same seed, rates, losses and the aligned head" {
+              match load "vq" with
+              | Some f -> vq f
+              | None -> skiptest "tests/fixtures/heads/vq.npz is absent"
           }
           test "SLCA (official models/slca.py): statistics, shrunk means, logit-normalised loss, gradient and alignment steps" {
               match load "slca" with

@@ -147,7 +147,7 @@ let tests =
           test "cosine head: σ · cos(x, w_c), σ learnable from 1, rows from U(±1/√D)" {
               torch.manual_seed 24L |> ignore
               let d = 32
-              use head = new ClassifierHead(CosineHead, d, d, 5, false, None, TrainedHead)
+              use head = new ClassifierHead(CosineHead, d, d, 5, false, TrainedHead)
               let p = parameterTable head
               Expect.equal (values p["sigma"]) [| 1.0f |] "σ starts at 1"
               let bound = 1.0f / sqrt (float32 d)

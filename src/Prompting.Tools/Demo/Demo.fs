@@ -51,8 +51,8 @@ module Demo =
                     TestPerClass = Some s.TestPerClass
                     Seed = Some s.Seed }
         let config = prepared.Config
-        match s.Recalibration, config.Method.Recalibration with
-        | Some r, Some _ -> { prepared with Config = { config with Method = { config.Method with Recalibration = Some r } } }
+        match s.Alignment, config.Method.Calibration with
+        | Some a, Prompting.Prompts.AlignedHead _ -> { prepared with Config = { config with Method = { config.Method with Calibration = Prompting.Prompts.AlignedHead a } } }
         | _ -> prepared
 
     /// Clears the directory of an earlier demo run of the same method, so every demo trains afresh

@@ -17,8 +17,8 @@ type DemoSettings =
       BatchSize: int
       /// Learning rates that replace the method's recipe on this small backbone.
       LearningRates: Map<string, float>
-      /// Replaces the head recalibration of methods that have one (VQ-Prompt).
-      Recalibration: HeadRecalibration option
+      /// Replaces the aligned head of methods that have one (VQ-Prompt).
+      Alignment: ClassAlignment option
       Seed: int }
 
 module DemoSettings =
@@ -35,13 +35,7 @@ module DemoSettings =
           BatchSize = 32
           LearningRates = Map.ofList [ "dualprompt", 0.2 ]
           // The reference's rates (1e-5 to 1e-6, for ViT-B features) leave this small head as it
-          // was; these let the recalibration rebalance the classes of all tasks.
-          Recalibration =
-            Some
-                { Epochs = 10
-                  SamplesPerClass = 512
-                  LearningRate = 1e-3
-                  FinalLearningRate = 1e-4
-                  WeightDecay = 5e-4
-                  VarianceFloor = 1e-4 }
+          // was; these let the alignment rebalance the classes of all tasks. Batches of the demo's
+          // 32, as its training.
+          Alignment = Some { Method.vqAlignment with LearningRate = 1e-3; RateSchedule = CosinePerStep 1e-4; BatchSize = 32 }
           Seed = 0 }

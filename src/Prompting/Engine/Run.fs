@@ -103,19 +103,11 @@ module Run =
         | :? Text.Json.Nodes.JsonObject as o -> o
         | _ -> Errors.fail "%s: invalid configuration JSON (not an object)" path
 
-    /// Method fields added within format 2; absent, they read as the plain method's values (no
-    /// parallel adapter, no SSF, a head that reads the adapted features): what earlier runs did.
-    let private addedMethodFields = [ "ParallelAdapter"; "ScaleShift"; "HeadFeatures"; "HeadTruncatedNormal" ]
-
     let private fillMethodFields (o: Text.Json.Nodes.JsonObject) =
         match o["Config"] with
         | :? Text.Json.Nodes.JsonObject as c ->
             match c["Method"] with
-            | :? Text.Json.Nodes.JsonObject as m ->
-                let defaults = Text.Json.Nodes.JsonNode.Parse(Json.serialize Methods.linear).AsObject()
-                for key in addedMethodFields do
-                    if not (m.ContainsKey key) then
-                        m[key] <- (match defaults[key] with null -> null | value -> value.DeepClone())
+            | :? Text.Json.Nodes.JsonObject as m -> MethodUpgrade.upgrade m
             | _ -> ()
         | _ -> ()
 

@@ -95,6 +95,9 @@ type ClassGaussians(full: bool) =
                 seconds[c] <- second.DetachFromDisposeScope()
         | _ -> Errors.fail "aligned head: saved statistics need classes, counts, sums and %s second moments of matching sizes" (if full then "(C, D, D)" else "(C, D)")
 
+/// One optimiser step of an alignment: its loss and the rate it stepped at.
+type AlignmentStep = { Loss: float; Rate: float }
+
 /// SLCA's classifier alignment, as functions of tensors (the head's lifecycle is in HeadAlignment).
 module Alignment =
     /// The scale of the mean of a class of task `classTask` when task `task` is aligned (SLCA's code).
@@ -152,37 +155,59 @@ module Alignment =
         let order = (torch.randperm samples.shape[0]).``to`` device
         (samples.index_select (0L, order)).MoveToOuterDisposeScope(), (labels.index_select (0L, order)).MoveToOuterDisposeScope()
 
-    /// Re-trains the head's `parameters` on the samples `epochSamples e` gives for each epoch e:
-    /// SGD (momentum, weight decay), the rate cosine-annealed per epoch to 0 (PyTorch's
-    /// CosineAnnealingLR over Epochs), batches of BatchSize in the samples' order, the loss on the
-    /// first `seen` logits. Returns each step's loss.
+    /// The batches an epoch of `samples` samples runs, with `earlierClasses` classes seen before
+    /// the task being aligned.
+    let batchesPerEpoch (config: ClassAlignment) (samples: int64) (earlierClasses: int) =
+        let all = (samples + int64 config.BatchSize - 1L) / int64 config.BatchSize
+        match config.EpochLength with
+        | EverySample -> all
+        | BatchPerEarlierClass -> min all (int64 earlierClasses)
+
+    /// The rate of step `step` (0-based) of `steps`, in epoch `epoch`.
+    let rate (config: ClassAlignment) (epoch: int) (step: int64) (steps: int64) =
+        let cosine final k = final + 0.5 * (config.LearningRate - final) * (1.0 + cos (System.Math.PI * float k / float steps))
+        match config.RateSchedule with
+        | CosinePerEpoch -> config.LearningRate * 0.5 * (1.0 + cos (System.Math.PI * float epoch / float config.Epochs))
+        | CosinePerStep final -> cosine final step
+        | CosinePerStepQuirk(first, _) when step = 0L -> first
+        | CosinePerStepQuirk(_, final) -> cosine final (step - 1L)
+
+    /// Re-trains the head's `parameters` on the samples `epochSamples e` gives for each epoch e
+    /// (`samplesPerEpoch` each): the alignment's optimiser and rate schedule, batches of BatchSize
+    /// in the samples' order (as many as its EpochLength says), the loss on the first `seen`
+    /// logits. Returns each step's loss and rate.
     let train (config: ClassAlignment) (forward: torch.Tensor -> torch.Tensor) (parameters: Modules.Parameter list)
-              (seen: int) (blocks: (int * int) list) (epochSamples: int -> torch.Tensor * torch.Tensor) =
-        use optimizer = torch.optim.SGD(parameters, config.LearningRate, momentum = config.Momentum, weight_decay = config.WeightDecay)
-        let losses = ResizeArray<float>()
+              (seen: int) (earlierClasses: int) (blocks: (int * int) list) (samplesPerEpoch: int64) (epochSamples: int -> torch.Tensor * torch.Tensor) =
+        use optimizer =
+            match config.Optimiser with
+            | AlignmentSgd momentum -> torch.optim.SGD(parameters, config.LearningRate, momentum = momentum, weight_decay = config.WeightDecay) :> torch.optim.Optimizer
+            | AlignmentAdamW -> torch.optim.AdamW(parameters, config.LearningRate, weight_decay = config.WeightDecay)
+        let perEpoch = batchesPerEpoch config samplesPerEpoch earlierClasses
+        let steps = perEpoch * int64 config.Epochs
+        let taken = ResizeArray<AlignmentStep>()
         for epoch in 0 .. config.Epochs - 1 do
-            let rate = config.LearningRate * 0.5 * (1.0 + cos (System.Math.PI * float epoch / float config.Epochs))
-            for g in optimizer.ParamGroups do g.LearningRate <- rate
             let samples, labels = epochSamples epoch
             use _ = samples
             use _ = labels
-            let total = samples.shape[0]
-            let mutable start = 0L
-            while start < total do
+            if samples.shape[0] <> samplesPerEpoch then
+                Errors.fail "aligned head: an epoch drew %d samples, expected %d" samples.shape[0] samplesPerEpoch
+            for batch in 0L .. perEpoch - 1L do
                 use _ = Runtime.noCollection (16L <<< 20)
                 use step = torch.NewDisposeScope()
-                let count = min (int64 config.BatchSize) (total - start)
+                let r = rate config epoch (int64 epoch * perEpoch + batch) steps
+                for g in optimizer.ParamGroups do g.LearningRate <- r
+                let start = batch * int64 config.BatchSize
+                let count = min (int64 config.BatchSize) (samplesPerEpoch - start)
                 let logits = (forward (samples.narrow (0, start, count))).narrow (1, 0L, int64 seen)
                 let l = loss config blocks logits (labels.narrow (0, start, count))
                 optimizer.zero_grad ()
                 l.backward ()
                 optimizer.step () |> ignore
-                losses.Add(float (l.item<float32> ()))
-                start <- start + count
-        List.ofSeq losses
+                taken.Add { Loss = float (l.item<float32> ()); Rate = r }
+        List.ofSeq taken
 
-/// An aligned head's lifecycle (SLCA): class statistics gathered when each task ends, the head's
-/// parameters as they were before the alignment (restored when the next task begins), and the
+/// An aligned head's lifecycle (SLCA, VQ-Prompt): class statistics gathered when each task ends, the
+/// head's parameters as they were before the alignment (restored when the next task begins), and the
 /// classes seen after each task (task blocks for the shrink and the logit normalisation).
 /// `parameters` gives the head's parameters by name when called (moving a module to a device
 /// replaces them); `classRows` names those whose rows are classes (the final layer's weight, bias).
@@ -219,7 +244,11 @@ type HeadAlignment(config: ClassAlignment, parameters: unit -> (string * Modules
                     (p.narrow (0, 0L, int64 first)).copy_ (table[name].narrow (0, 0L, int64 first)) |> ignore
         seenAfter <- seenAfter @ [ ending.SeenClasses ]
         for _, t in snapshot do t.Dispose()
-        snapshot <- [ for name, p in parameters () -> name, p.detach().clone().DetachFromDisposeScope() ]
+        // Only a head that is put back (wholly or its earlier rows) needs its pre-alignment copy.
+        snapshot <-
+            if config.RestoreBeforeNextTask || config.FreezeEarlierHeads then
+                [ for name, p in parameters () -> name, p.detach().clone().DetachFromDisposeScope() ]
+            else []
         if ending.Task >= 1 && config.Epochs > 0 then
             let blocks = Alignment.blocks seenAfter
             let classes =
@@ -227,7 +256,8 @@ type HeadAlignment(config: ClassAlignment, parameters: unit -> (string * Modules
                       if c < ending.SeenClasses then
                           yield c, (if config.ShrinkOlderMeans then Alignment.shrink (Alignment.taskOf seenAfter c) ending.Task else 1.0) ]
             let trained = parameters () |> List.map snd
-            Alignment.train config forward trained ending.SeenClasses blocks (fun _ -> Alignment.sample config stats classes trained.Head.device)
+            let samples = int64 classes.Length * int64 config.SamplesPerClass
+            Alignment.train config forward trained ending.SeenClasses first blocks samples (fun _ -> Alignment.sample config stats classes trained.Head.device)
             |> ignore
 
     /// Statistics, the classes seen after each task, and the snapshot (float32 values, exact).

@@ -146,15 +146,6 @@ type TrainingLogits =
     /// Every class seen so far (sequential fine-tuning, joint training).
     | SeenClasses
 
-/// VQ-Prompt's classifier-bias mitigation: class statistics then head-only retraining.
-type HeadRecalibration =
-    { Epochs: int
-      SamplesPerClass: int
-      LearningRate: float
-      FinalLearningRate: float
-      WeightDecay: float
-      VarianceFloor: float }
-
 /// RanPAC's head: a fixed random projection of the features with ReLU, and a ridge regression on
 /// it over every image seen, its regulariser chosen on the current task as the official code does.
 type RidgeRegression =
@@ -173,17 +164,49 @@ type FeatureCovariance =
     /// VQ-Prompt's kind: the per-dimension (population) variance plus `floor`.
     | DiagonalCovariance of floor: float
 
-/// SLCA's classifier alignment: after each task from the second on, the head alone is re-trained
-/// on features sampled from the class-wise Gaussians of every class seen (statistics taken once,
-/// when a class's task ends). SGD with momentum, cosine over `Epochs` per epoch; each epoch draws
-/// `SamplesPerClass` per class, shuffles them and steps through them in batches of `BatchSize`.
+/// The optimiser that re-trains an aligned head (created afresh at each alignment).
+type AlignmentOptimiser =
+    /// SGD with this momentum (SLCA: 0.9).
+    | AlignmentSgd of momentum: float
+    /// AdamW, β (0.9, 0.999), ε 1e-8 (VQ-Prompt).
+    | AlignmentAdamW
+
+/// How an aligned head's rate falls over its epochs.
+type AlignmentRate =
+    /// PyTorch's CosineAnnealingLR over the epochs, stepped once per epoch, to 0 (SLCA).
+    | CosinePerEpoch
+    /// At step k of K: final + ½(rate − final)(1 + cos(πk/K)) (VQ-Prompt's CosineSchedulerIter).
+    | CosinePerStep of final: float
+    /// VQ-Prompt's code as it runs: the first step at `first` (the parameter group's own rate,
+    /// `ca_lr`, which the scheduler's initial step fails to replace: it is undone when the
+    /// scheduler resets its step count), then step k ≥ 1 at CosinePerStep's rate of step k − 1.
+    /// A quirk, named so that the official numbers can be reproduced.
+    | CosinePerStepQuirk of first: float * final: float
+
+/// How many batches an alignment epoch runs.
+type AlignmentEpoch =
+    /// Every sample drawn for the epoch.
+    | EverySample
+    /// VQ-Prompt's code (inherited from HiDe-Prompt's): as many batches as there are classes of
+    /// earlier tasks, so that the rest of the drawn (shuffled) samples go unused. A quirk, named
+    /// so that the official numbers can be reproduced.
+    | BatchPerEarlierClass
+
+/// Classifier alignment (SLCA) and its instance, VQ-Prompt's classifier-bias mitigation: after each
+/// task from the second on, the head alone is re-trained on features sampled from the class-wise
+/// Gaussians of every class seen (statistics taken once, when a class's task ends). Each epoch draws
+/// `SamplesPerClass` per class, class by class, shuffles them and steps through them in batches of
+/// `BatchSize`.
 type ClassAlignment =
     { Covariance: FeatureCovariance
       SamplesPerClass: int
       BatchSize: int
       Epochs: int
+      /// What an epoch runs through: every drawn sample, or VQ-Prompt's shorter epochs.
+      EpochLength: AlignmentEpoch
+      Optimiser: AlignmentOptimiser
       LearningRate: float
-      Momentum: float
+      RateSchedule: AlignmentRate
       WeightDecay: float
       /// The official code's rule (not in the paper): the mean of a class of task k is scaled by
       /// 0.9 + 0.1·(k + 1)/(t + 1) when task t is aligned; the current task's means are kept.
@@ -261,7 +284,6 @@ type Method =
       /// SSF's per-channel scale and shift (APER-SSF).
       ScaleShift: ScaleShift option
       TrainingLogits: TrainingLogits
-      Recalibration: HeadRecalibration option
       /// What predicts after each task: the trained head or a calibrated one.
       Calibration: Calibration
       /// When the trainable parts learn: every task, or the first only.
@@ -289,13 +311,37 @@ module Method =
           SamplesPerClass = 256
           BatchSize = 256
           Epochs = 5
+          EpochLength = EverySample
+          Optimiser = AlignmentSgd 0.9
           LearningRate = 0.01
-          Momentum = 0.9
+          RateSchedule = CosinePerEpoch
           WeightDecay = 5e-4
           ShrinkOlderMeans = true
           LogitNormalisation = Some 0.1
           RestoreBeforeNextTask = true
           FreezeEarlierHeads = true }
+
+    /// VQ-Prompt's classifier-bias mitigation as its official code runs it (`trainer.py`,
+    /// `train_task_adaptive_prediction`, with `run.py`'s defaults: one centroid per class, 10
+    /// epochs, AdamW from a tenth of `ca_lr` 1e-4 to 1e-6 per step, weight decay 5e-4, samples per
+    /// class and batch both 4 × the training batch of 128): the diagonal (population) variance +
+    /// 1e-4, plain cross-entropy, no shrink, nothing restored. Every drawn sample is used and the
+    /// rate follows the cosine from the first step; the official code runs shorter epochs
+    /// (EpochLength = BatchPerEarlierClass) and a first step at 1e-4 (CosinePerStepQuirk(1e-4, 1e-6)).
+    let vqAlignment =
+        { Covariance = DiagonalCovariance 1e-4
+          SamplesPerClass = 512
+          BatchSize = 512
+          Epochs = 10
+          EpochLength = EverySample
+          Optimiser = AlignmentAdamW
+          LearningRate = 1e-5
+          RateSchedule = CosinePerStep 1e-6
+          WeightDecay = 5e-4
+          ShrinkOlderMeans = false
+          LogitNormalisation = None
+          RestoreBeforeNextTask = false
+          FreezeEarlierHeads = false }
 
     /// Whether training changes the features the head reads (prompts, adapters, backbone weights).
     let trainsFeatures (m: Method) = not m.Groups.IsEmpty || addsBlockModules m || m.Backbone <> Frozen
@@ -324,8 +370,6 @@ module Method =
             Errors.fail "method %s: the pretrained features beside the adapted ones are read by a calibrated head (class means, ridge), but this method predicts with its trained head" m.Name
         | _ -> ()
         match m.Calibration with
-        | AlignedHead _ when m.Recalibration.IsSome ->
-            Errors.fail "method %s: has VQ-Prompt's head recalibration already; an aligned head would re-train the head a second time (use one of them)" m.Name
         | AlignedHead a when a.SamplesPerClass < 1 || a.BatchSize < 1 || a.Epochs < 0 ->
             Errors.fail "method %s: the aligned head needs positive samples per class and batch size, and epochs >= 0 (got %d, %d, %d)" m.Name a.SamplesPerClass a.BatchSize a.Epochs
         | _ -> ()

@@ -29,14 +29,13 @@ module Describe =
             | PrototypeHead -> "prototype (no training)"
             | CosineHead -> "cosine with learnable scale"
         let predicts =
-            match m.Calibration, m.Recalibration with
-            | TrainedHead, _ when m.Head = PrototypeHead -> "class means (cosine)"
-            | TrainedHead, Some _ -> "aligned (re-trained on class statistics)"
-            | TrainedHead, None -> "the trained head"
-            | ClassMeans, _ when m.HeadFeatures = PretrainedAndAdapted -> "class means (cosine) of pretrained + adapted features"
-            | ClassMeans, _ -> "class means (cosine)"
-            | RandomProjectionRidge r, _ -> sprintf "ridge on a random projection to %d" r.ProjectionSize
-            | AlignedHead a, _ ->
+            match m.Calibration with
+            | TrainedHead when m.Head = PrototypeHead -> "class means (cosine)"
+            | TrainedHead -> "the trained head"
+            | ClassMeans when m.HeadFeatures = PretrainedAndAdapted -> "class means (cosine) of pretrained + adapted features"
+            | ClassMeans -> "class means (cosine)"
+            | RandomProjectionRidge r -> sprintf "ridge on a random projection to %d" r.ProjectionSize
+            | AlignedHead a ->
                 let covariance = match a.Covariance with FullCovariance _ -> "full" | DiagonalCovariance _ -> "diagonal"
                 sprintf "aligned (re-trained on sampled class statistics, %s covariance%s)" covariance
                     (match a.LogitNormalisation with Some tau -> sprintf ", logit norm %g" tau | None -> "")

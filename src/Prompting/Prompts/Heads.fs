@@ -3,58 +3,14 @@ namespace Prompting.Prompts
 open TorchSharp
 open Prompting
 
-/// Head calibration from class statistics: VQ-Prompt's recalibration of a trained head.
-module HeadCalibration =
-    /// Retrains only the head on features sampled from N(μ_c, diag σ²_c + floor·I) for every class
-    /// seen so far: AdamW, cosine learning rate from `LearningRate` to `FinalLearningRate` per iteration.
-    let retrainHead (config: HeadRecalibration) (batchSize: int) (seen: int) (head: torch.nn.Module<torch.Tensor, torch.Tensor>) (stats: ClassStatistics) =
-        let classes = stats.Classes |> Array.ofList
-        if classes.Length > 0 then
-            let d = int64 (stats.Mean classes[0]).Length
-            let device = head.parameters() |> Seq.head |> fun p -> p.device
-            let means = torch.tensor(classes |> Array.collect (fun c -> stats.Mean c |> Array.map float32), System.ReadOnlySpan<int64> [| int64 classes.Length; d |]).``to`` device
-            let stds =
-                torch.tensor(classes |> Array.collect (fun c -> stats.Variance c |> Array.map (fun v -> float32 (sqrt (v + config.VarianceFloor)))), System.ReadOnlySpan<int64> [| int64 classes.Length; d |]).``to`` device
-            let perEpoch = classes.Length * config.SamplesPerClass
-            let iterations = config.Epochs * ((perEpoch + batchSize - 1) / batchSize)
-            let parameters = head.parameters () |> Seq.filter (fun p -> p.requires_grad) |> Array.ofSeq
-            use optimizer = torch.optim.AdamW(parameters, lr = config.LearningRate, weight_decay = config.WeightDecay)
-            let labelsOfClass = torch.tensor(classes |> Array.map int64, device = device)
-            let mutable step = 0
-            for _ in 1 .. config.Epochs do
-                use scope = torch.NewDisposeScope()
-                let rows = torch.arange(int64 classes.Length, device = device).repeat_interleave (int64 config.SamplesPerClass)
-                let order = torch.randperm (int64 perEpoch, device = device)
-                let shuffled = rows.index_select (0L, order)
-                let mutable start = 0L
-                while start < int64 perEpoch do
-                    use batchScope = torch.NewDisposeScope()
-                    let n = min (int64 batchSize) (int64 perEpoch - start)
-                    let which = shuffled.narrow (0, start, n)
-                    let samples = means.index_select (0L, which) + stds.index_select (0L, which) * torch.randn (n, d, device = device)
-                    let labels = labelsOfClass.index_select (0L, which)
-                    let logits = (head.forward samples).narrow (1, 0L, int64 seen)
-                    let loss = torch.nn.functional.cross_entropy (logits, labels)
-                    let progress = float step / float (max 1 (iterations - 1))
-                    let lr = config.FinalLearningRate + 0.5 * (config.LearningRate - config.FinalLearningRate) * (1.0 + cos (System.Math.PI * progress))
-                    for g in optimizer.ParamGroups do g.LearningRate <- lr
-                    optimizer.zero_grad ()
-                    loss.backward ()
-                    optimizer.step () |> ignore
-                    step <- step + 1
-                    start <- start + n
-            means.Dispose()
-            stds.Dispose()
-            labelsOfClass.Dispose()
-
 /// The classifier of a prompted model. It owns its end-of-task lifecycle: a prototype head (SimpleCIL),
-/// a recalibrated head (VQ-Prompt) and a calibrated predictor (class means, RanPAC's ridge head) learn
-/// from the features of every task seen, gathered in the engine's feature pass. The loss always
+/// an aligned head (SLCA, VQ-Prompt) and a calibrated predictor (class means, RanPAC's ridge head)
+/// learn from the features of every task seen, gathered in the engine's feature pass. The loss always
 /// trains the head of `kind`; once a task has ended, a calibrated predictor is what predicts (in
 /// evaluation mode). The features it is given are `calibrationWidth` wide: the adapted features
 /// (width D), or the pretrained ones followed by the adapted ones (2·D, APER), of which the trained
 /// head reads the last D.
-type ClassifierHead(kind: HeadKind, width: int, calibrationWidth: int, classes: int, vptInit: bool, recalibration: HeadRecalibration option, calibration: Calibration, ?truncatedNormal: float) as this =
+type ClassifierHead(kind: HeadKind, width: int, calibrationWidth: int, classes: int, vptInit: bool, calibration: Calibration, ?truncatedNormal: float) as this =
     inherit torch.nn.Module<torch.Tensor, torch.Tensor>("ClassifierHead")
     let d, c = int64 width, int64 classes
     let hidden =
@@ -137,7 +93,7 @@ type ClassifierHead(kind: HeadKind, width: int, calibrationWidth: int, classes: 
             // By name, when needed: moving the head to a device replaces its parameters.
             Some(HeadAlignment(config, (fun () -> [ for struct (name, p) in this.named_parameters () -> name, p ]), [ "fc.weight"; "fc.bias" ], redrawRows))
         | _ -> None
-    let needsStatistics = kind = PrototypeHead || recalibration.IsSome || calibration = ClassMeans
+    let needsStatistics = kind = PrototypeHead || calibration = ClassMeans
     let atTaskEnd = if needsStatistics || ridge.IsSome || alignment.IsSome then FeaturePass else NothingAtTaskEnd
     let mutable fitted = false
 
@@ -171,10 +127,6 @@ type ClassifierHead(kind: HeadKind, width: int, calibrationWidth: int, classes: 
             ridge |> Option.iter (fun r -> r.Observe(features, labels))
         member this.EndTask(ending) =
             if kind = PrototypeHead then this.SetPrototypesFrom "prototypes" statistics
-            match recalibration with
-            | Some config when ending.Task >= 1 ->
-                HeadCalibration.retrainHead config ending.BatchSize ending.SeenClasses this statistics
-            | _ -> ()
             match calibration with
             | TrainedHead -> ()
             | ClassMeans -> this.SetPrototypesFrom "class_means" statistics
@@ -189,8 +141,16 @@ type ClassifierHead(kind: HeadKind, width: int, calibrationWidth: int, classes: 
             @ (match ridge with Some r -> [ for k, t in r.State() -> "ridge." + k, t ] | None -> [])
             @ (match alignment with Some a -> [ for k, t in a.State() -> "alignment." + k, t ] | None -> [])
         member _.RestoreLifecycleState state =
-            statistics.LoadExact [ for k, t in state do if not (k.StartsWith "ridge." || k.StartsWith "alignment.") then yield k, t ]
-            alignment |> Option.iter (fun a -> a.Restore [ for k, t in state do if k.StartsWith "alignment." then yield k.Substring 10, t ])
+            let unprefixed = [ for k, t in state do if not (k.StartsWith "ridge." || k.StartsWith "alignment.") then yield k, t ]
+            if needsStatistics then statistics.LoadExact unprefixed
+            let aligned = [ for k, t in state do if k.StartsWith "alignment." then yield k.Substring 10, t ]
+            // Runs from before VQ-Prompt's recalibration was an aligned head kept its diagonal
+            // statistics unprefixed, with the sums of squares as `squares`.
+            let aligned =
+                if aligned.IsEmpty && not needsStatistics then
+                    [ for k, t in unprefixed -> (if k = "squares" then "second" else k), t ]
+                else aligned
+            alignment |> Option.iter (fun a -> a.Restore aligned)
             ridge |> Option.iter (fun r -> r.Restore [ for k, t in state do if k.StartsWith "ridge." then yield k.Substring 6, t ])
 
     /// SimpleCIL: the rows of every class in `stats` become its unit mean feature, in `buffer`.

@@ -80,7 +80,6 @@ module Methods =
           Backbone = Frozen
           AdapterReduction = None
           TrainingLogits = SeenClasses
-          Recalibration = None
           ParallelAdapter = None
           ScaleShift = None
           Calibration = TrainedHead
@@ -209,14 +208,7 @@ module Methods =
                     Init = Uniform(0.0, 1.0); Dropout = 0.0 } ]
             TrainingLogits = CurrentTaskClasses
             Recipe = Recipes.vqPrompt
-            Recalibration =
-                Some
-                    { Epochs = 10
-                      SamplesPerClass = 512
-                      LearningRate = 1e-5
-                      FinalLearningRate = 1e-6
-                      WeightDecay = 5e-4
-                      VarianceFloor = 1e-4 } }
+            Calibration = AlignedHead Method.vqAlignment }
 
     /// Hybrid: DualPrompt whose E-prompts are chosen by vector quantisation instead of key matching.
     let dualVq tasks =
@@ -320,16 +312,15 @@ module Methods =
 
         let all: (string * (Method -> Method)) list =
             [ // The trained head reads the adapted features only.
-              "linear", fun m -> { m with Calibration = TrainedHead; Recalibration = None; HeadFeatures = AdaptedFeatures }
-              "prototype", fun m -> { m with Calibration = ClassMeans; Recalibration = None }
-              "ridge", fun m -> { m with Calibration = RandomProjectionRidge Method.ranpacRidge; Recalibration = None }
+              "linear", fun m -> { m with Calibration = TrainedHead; HeadFeatures = AdaptedFeatures }
+              "prototype", fun m -> { m with Calibration = ClassMeans }
+              "ridge", fun m -> { m with Calibration = RandomProjectionRidge Method.ranpacRidge }
               // The method's own aligned head when it has one (SLCA's alignment, VQ-Prompt's
-              // recalibration), else SLCA's classifier alignment with the official settings.
+              // bias mitigation), else SLCA's classifier alignment with the official settings.
               "aligned",
               fun m ->
-                  match m.Calibration, m.Recalibration with
-                  | AlignedHead _, _ -> m
-                  | _, Some _ -> { m with Calibration = TrainedHead }
+                  match m.Calibration with
+                  | AlignedHead _ -> m
                   | _ -> { m with Calibration = AlignedHead Method.slcaAlignment } ]
 
         /// The method with the named choice applied; one line naming the option otherwise.
@@ -339,7 +330,7 @@ module Methods =
             | Some(_, change) -> change m
             | None when key.StartsWith "ridge:" ->
                 match System.Int32.TryParse(key.Substring 6) with
-                | true, size when size > 0 -> { m with Calibration = RandomProjectionRidge(ridgeOf size); Recalibration = None }
+                | true, size when size > 0 -> { m with Calibration = RandomProjectionRidge(ridgeOf size) }
                 | _ -> Errors.fail "--head %s: the projection size after ridge: must be a positive integer (ridge:10000 is RanPAC's)" head
             | None ->
                 Errors.fail "--head %s: expected %s or ridge:M (a projection to M)" head (all |> List.map fst |> String.concat ", ")

@@ -88,7 +88,7 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
         | Quantised _ -> new QuantisedSource(shapeOf g)
     let groups = new PromptGroups([ for g in method.Groups -> g, makeSource g ])
     let head =
-        new ClassifierHead(method.Head, c.Width, Method.calibrationWidth c.Width method, TaskLayout.total layout, method.VptHeadInit, method.Recalibration, method.Calibration,
+        new ClassifierHead(method.Head, c.Width, Method.calibrationWidth c.Width method, TaskLayout.total layout, method.VptHeadInit, method.Calibration,
                            ?truncatedNormal = method.HeadTruncatedNormal)
     let adapters = method.AdapterReduction |> Option.map (fun r -> new Adapters(c.Width, c.Depth, r))
     let parallelAdapters = method.ParallelAdapter |> Option.map (fun a -> new ParallelAdapters(c.Width, c.Depth, a))
