@@ -171,15 +171,17 @@ let tests =
               Expect.equal saved["head.ridge.targets"].Shape [| 48L; 4L |] "Q over every class of the synthetic set"
           }
 
-          test "--head on any method: ridge:M sets the projection, linear predicts from the adapted features" {
+          test "--head on any method: ridge:M sets the projection, linear predicts from the adapted features (when the head learns on every task)" {
               match (Configure.withHead "ridge:500" Methods.ranpac).Calibration with
               | RandomProjectionRidge r -> Expect.equal r.ProjectionSize 500 "ridge:500"
               | other -> failtestf "expected a ridge head, got %A" other
               let bad = TestSupport.promptingError "ridge:x" (fun () -> Configure.withHead "ridge:x" Methods.ranpac |> ignore)
               TestSupport.expectMessage bad [ "--head ridge:x"; "positive integer" ] "one line naming the option"
-              let trainedAper = Configure.withHead "linear" Methods.aperAdapter
+              let trainedAper = Configure.withAdaptation "every-task" (Configure.withHead "linear" Methods.aperAdapter)
               Expect.equal trainedAper.HeadFeatures AdaptedFeatures "the trained cosine head reads g(x) only"
               Method.checkComposition trainedAper
+              let frozenHead = TestSupport.promptingError "a trained head frozen after task 1" (fun () -> Method.checkComposition (Configure.withHead "linear" Methods.aperAdapter))
+              TestSupport.expectMessage frozenHead [ "aper-adapter"; "first task only"; "never be learned" ] "says why, in one line"
               let ridgeL2p = Configure.withAdaptation "first-task" (Configure.withHead "ridge:64" Methods.l2p)
               Method.checkComposition ridgeL2p
           }

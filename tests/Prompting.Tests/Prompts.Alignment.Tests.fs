@@ -263,6 +263,28 @@ let tests =
               Expect.isEmpty aligned.Alignment.Value.Snapshot "no snapshot kept"
           }
 
+          test "a cosine head (RanPAC's, APER's) takes the aligned head: its rows and scale re-trained toward the class means" {
+              torch.manual_seed 6L |> ignore
+              let config = { Method.slcaAlignment with SamplesPerClass = 64; BatchSize = 64; Epochs = 10; LearningRate = 0.1; FreezeEarlierHeads = false; RestoreBeforeNextTask = false; LogitNormalisation = None }
+              use head = new ClassifierHead(CosineHead, 4, 4, 4, false, AlignedHead config)
+              Expect.isTrue head.Alignment.IsSome "aligned"
+              observe head [ 0; 1 ]
+              (part head).EndTask(ending 0 2)
+              // Every row points away from its class mean: only the alignment can fix that.
+              do
+                  use _ = torch.no_grad ()
+                  (head.get_parameter "weight").copy_ (torch.eye 4L * -1.0f) |> ignore
+              let sigma = values (head.get_parameter "sigma")
+              observe head [ 2; 3 ]
+              (part head).EndTask(ending 1 4)
+              head.eval ()
+              use probe = torch.eye 4L * 3.0f
+              use logits = head.forward probe
+              Expect.equal (logits.argmax(1L).data<int64>().ToArray()) [| 0L .. 3L |] "each class mean classified as its class"
+              Expect.notEqual (values (head.get_parameter "sigma")) sigma "the scale σ re-trained with the rows"
+              Method.checkComposition (Configure.withHead "aligned" Methods.ranpac)
+          }
+
           test "a VQ-Prompt run saved before its recalibration was an aligned head resumes with its statistics" {
               torch.manual_seed 5L |> ignore
               let f, y = around [ 0; 1; 2 ] 4 10

@@ -363,6 +363,8 @@ module Method =
         | _ -> ()
         if m.Head = PrototypeHead && m.Calibration <> TrainedHead then
             Errors.fail "method %s: predicts with class prototypes already; a calibrated head is for methods that train a head" m.Name
+        if m.Head <> PrototypeHead && m.Calibration = TrainedHead && m.Adaptation = FirstTaskOnly then
+            Errors.fail "method %s: its trained head would learn on the first task only (first-task adaptation freezes everything after it), so later tasks' classes would never be learned; give it a calibrated head (--head prototype, ridge or aligned) or adapt on every task" m.Name
         if m.AdapterReduction.IsSome && m.ParallelAdapter.IsSome then
             Errors.fail "method %s: a block takes one MLP adapter; choose the sequential adapter (AdapterReduction) or the parallel one (ParallelAdapter)" m.Name
         match m.HeadFeatures, m.Calibration with

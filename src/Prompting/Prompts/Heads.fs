@@ -86,12 +86,20 @@ type ClassifierHead(kind: HeadKind, width: int, calibrationWidth: int, classes: 
             let n = int64 (classes - first)
             (fc.weight.narrow (0, int64 first, n)).copy_ (weight.narrow (0, int64 first, n)) |> ignore
             (fc.bias.narrow (0, int64 first, n)).copy_ (bias.narrow (0, int64 first, n)) |> ignore
+        | None when kind = CosineHead && first < classes ->
+            // The cosine head's own initialisation: U(±1/√D).
+            use _ = torch.no_grad ()
+            let bound = 1.0 / sqrt (float width)
+            ((this.get_parameter "weight").narrow (0, int64 first, int64 (classes - first))).uniform_ (-bound, bound) |> ignore
         | _ -> ()
     let alignment =
-        match calibration, fc with
-        | AlignedHead config, Some _ ->
+        // The rows that are classes: the final layer's (linear, MLP) or the cosine head's weight
+        // (its scale σ is re-trained with them).
+        let classRows = match fc with Some _ -> Some [ "fc.weight"; "fc.bias" ] | None when kind = CosineHead -> Some [ "weight" ] | None -> None
+        match calibration, classRows with
+        | AlignedHead config, Some rows ->
             // By name, when needed: moving the head to a device replaces its parameters.
-            Some(HeadAlignment(config, (fun () -> [ for struct (name, p) in this.named_parameters () -> name, p ]), [ "fc.weight"; "fc.bias" ], redrawRows))
+            Some(HeadAlignment(config, (fun () -> [ for struct (name, p) in this.named_parameters () -> name, p ]), rows, redrawRows))
         | _ -> None
     let needsStatistics = kind = PrototypeHead || calibration = ClassMeans
     let atTaskEnd = if needsStatistics || ridge.IsSome || alignment.IsSome then FeaturePass else NothingAtTaskEnd
