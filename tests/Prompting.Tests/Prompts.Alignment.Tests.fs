@@ -16,7 +16,7 @@ let private values (t: torch.Tensor) = (host t).Values
 
 let private part (head: ClassifierHead) = head :> ITaskPart
 
-let private ending (task: int) (seen: int) = { Task = task; SeenClasses = seen; BatchSize = 8 }
+let private ending (task: int) (seen: int) = { Task = task; SeenClasses = seen }
 
 let private alignedHead (config: ClassAlignment) (width: int) (classes: int) =
     new ClassifierHead(LinearHead, width, width, classes, false, AlignedHead config, truncatedNormal = 0.02)

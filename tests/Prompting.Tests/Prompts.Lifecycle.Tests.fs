@@ -9,9 +9,9 @@ open Prompting.Tests.Fixtures
 let private backbone () = new VisionTransformer(VitConfig.custom 32 8 5 128 2 10)
 
 /// The end of the model's current task, with the head's statistics those of `stats`.
-let private endTask (model: PromptedModel) (stats: ClassStatistics) (batchSize: int) =
+let private endTask (model: PromptedModel) (stats: ClassStatistics) =
     model.Head.Statistics.Import(stats.Export())
-    model.EndTask batchSize
+    model.EndTask()
 
 [<Tests>]
 let tests =
@@ -37,7 +37,7 @@ let tests =
               use features = torch.randn (20L, 128L)
               use labels = torch.arange(10L).repeat (2L)
               stats.Add(features, labels)
-              endTask model stats 8
+              endTask model stats
               let protos = model.Head.get_buffer "prototypes"
               for c in 0 .. 9 do
                   let mean = stats.Mean c |> Array.map float32
@@ -67,7 +67,7 @@ let tests =
               let snapshot () = [ for struct (n, p) in model.named_parameters () -> n, p.detach().clone () ]
               let before = snapshot ()
               observe 0L
-              model.EndTask 32
+              model.EndTask()
               let after = snapshot ()
               for (n, a), (_, b) in List.zip before after do
                   Expect.isTrue (sameValues a b) (sprintf "%s untouched after the first task" n)
@@ -75,7 +75,7 @@ let tests =
               model.BeginTask 1
               let before1 = snapshot ()
               observe 5L
-              model.EndTask 32
+              model.EndTask()
               let after1 = snapshot ()
               let changed = List.zip before1 after1 |> List.filter (fun ((_, a), (_, b)) -> not (sameValues a b)) |> List.map (fst >> fst)
               Expect.equal (List.sort changed) [ "head.fc.bias"; "head.fc.weight" ] "only the head changes"

@@ -338,7 +338,7 @@ module Run =
             model.RestoreLifecycleState [ for key, value in stats.ToExact() -> "head." + key, value ]
 
     /// The end of a task as its parts declared it: a feature pass over the task's training data when
-    /// one asks for it, then every part's EndTask (prototypes, head recalibration, ...).
+    /// one asks for it, then every part's EndTask (prototypes, head alignment, ...).
     let private endTask (config: RunConfig) (model: PromptedModel) (task: TaskData) (batches: BatchProvider) (device: torch.Device) =
         if model.AtTaskEnd = FeaturePass then
             // Only the feature pass runs without gradients: a part's EndTask may train (the head).
@@ -351,7 +351,7 @@ module Run =
                 let output = model.Forward(x, false)
                 model.ObserveFeatures(output.Features, torch.tensor batch.Labels)
         torch.manual_seed (seedFor config task.Index 100_000) |> ignore
-        model.EndTask config.Method.Recipe.BatchSize
+        model.EndTask()
 
     /// Runs (or resumes) every task: train, end-of-task lifecycle, save state, evaluate all seen tasks.
     let execute (run: PreparedRun) (dir: string) (scenario: Scenario) (batches: BatchProvider)

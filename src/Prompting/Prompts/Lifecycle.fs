@@ -15,9 +15,7 @@ type EndOfTaskNeeds =
 type TaskEnd =
     { Task: int
       /// Classes seen once the task has been learned (logits beyond them are unused).
-      SeenClasses: int
-      /// The recipe's batch size, for passes of the part's own (head retraining).
-      BatchSize: int }
+      SeenClasses: int }
 
 /// The per-task lifecycle of one model part (a prompt source, the head): what it does when a task
 /// begins and ends, what it asks of the engine at the end, and the state it keeps across tasks

@@ -166,8 +166,8 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
             if part.AtTaskEnd = FeaturePass then part.ObserveFeatures(features, labels)
 
     /// Lifecycle: the current task's training (and feature pass) is done.
-    member this.EndTask(batchSize: int) =
-        let ending = { Task = task; SeenClasses = TaskLayout.seen layout task; BatchSize = batchSize }
+    member this.EndTask() =
+        let ending = { Task = task; SeenClasses = TaskLayout.seen layout task }
         for _, part in this.Parts do part.EndTask ending
 
     /// Every part's state kept across tasks, named "<part>.<name>" (saved with each task).
