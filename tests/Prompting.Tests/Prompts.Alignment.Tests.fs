@@ -261,6 +261,9 @@ let tests =
               (part aligned).BeginTask 2
               Expect.equal (values (fc aligned).weight) afterAlignment "the next task starts from the aligned head"
               Expect.isEmpty aligned.Alignment.Value.Snapshot "no snapshot kept"
+              let described = Describe.head Methods.vqPrompt
+              for part in [ "diagonal covariance"; "512 per class"; "AdamW lr 1e-05"; "cosine to 1e-06 per step" ] do
+                  Expect.stringContains described part "`prompting methods --details` says how VQ-Prompt's head is aligned"
           }
 
           test "a cosine head (RanPAC's, APER's) takes the aligned head: its rows and scale re-trained toward the class means" {

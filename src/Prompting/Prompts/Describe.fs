@@ -37,8 +37,16 @@ module Describe =
             | RandomProjectionRidge r -> sprintf "ridge on a random projection to %d" r.ProjectionSize
             | AlignedHead a ->
                 let covariance = match a.Covariance with FullCovariance _ -> "full" | DiagonalCovariance _ -> "diagonal"
-                sprintf "aligned (re-trained on sampled class statistics, %s covariance%s)" covariance
-                    (match a.LogitNormalisation with Some tau -> sprintf ", logit norm %g" tau | None -> "")
+                let optimiser = match a.Optimiser with AlignmentSgd m -> sprintf "SGD(momentum %g)" m | AlignmentAdamW -> "AdamW"
+                let schedule =
+                    match a.RateSchedule with
+                    | CosinePerEpoch -> "cosine to 0 per epoch"
+                    | CosinePerStep final -> sprintf "cosine to %g per step" final
+                    | CosinePerStepQuirk(first, final) -> sprintf "first step %g, then cosine to %g per step (the official code's)" first final
+                sprintf "aligned (re-trained on sampled class statistics, %s covariance%s; %d per class, %d epochs%s, batch %d, %s lr %g, %s)"
+                    covariance (match a.LogitNormalisation with Some tau -> sprintf ", logit norm %g" tau | None -> "")
+                    a.SamplesPerClass a.Epochs (match a.EpochLength with EverySample -> "" | BatchPerEarlierClass -> " (one batch per earlier class each)")
+                    a.BatchSize optimiser a.LearningRate schedule
         sprintf "head %s, predicts with %s" trained predicts
 
     /// What of the backbone trains, and its adapters.
