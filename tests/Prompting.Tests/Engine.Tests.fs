@@ -157,8 +157,12 @@ let tests =
           test "a ridge head resumes exactly after a kill anywhere: projection, Gram and target matrices" {
               let smallRidge = RandomProjectionRidge { Method.ranpacRidge with ProjectionSize = 48 }
               let cfg = config { Methods.ranpac with Calibration = smallRidge }
-              let reference = run cfg (tempDir ()) ignore
-              for point in [ "task 1 epoch 1/2"; "task 1 epoch 2/2"; "after task 1"; "task 2 epoch 1/2"; "task 2 epoch 2/2" ] do
+              let logged = ResizeArray<string>()
+              let reference = run cfg (tempDir ()) logged.Add
+              let ends = [ for line in logged do if line.Contains " end: " then yield line ]
+              Expect.equal ends.Length 2 "one end-of-task line per task"
+              Expect.stringStarts ends[0] "task 1 end: ridge head: regulariser 10^" "the log names the regulariser chosen"
+              for point in [ "task 1 epoch 1/2"; "task 1 epoch 2/2"; "task 1 end"; "after task 1"; "task 2 epoch 1/2"; "task 2 epoch 2/2"; "task 2 end" ] do
                   let dir = tempDir ()
                   let killer (line: string) = if line.StartsWith point then raise Killed
                   Expect.throwsT<Killed> (fun () -> run cfg dir killer |> ignore) ("killed at " + point)
@@ -192,14 +196,18 @@ let tests =
                       Calibration = AlignedHead { Method.slcaAlignment with SamplesPerClass = 8; BatchSize = 8; Epochs = 2 } }
               let cfg = { config slca with Method = { (config slca).Method with Recipe = { (config slca).Method.Recipe with LearningRate = 1e-3; HeadLearningRate = Some 0.01 } } }
               let referenceDir = tempDir ()
-              let reference = run cfg referenceDir ignore
+              let logged = ResizeArray<string>()
+              let reference = run cfg referenceDir logged.Add
+              // 4 classes × 8 samples in batches of 8, 2 epochs; nothing to align after task 1.
+              Expect.equal [ for line in logged do if line.Contains " end: " then yield line.Substring(0, line.IndexOf " rate") ]
+                  [ "task 2 end: head alignment: 8 steps," ] "the log says what the alignment did"
               // The lifecycle state after the last task and the aligned head that predicts.
               let final d =
                   (ExactFile.read (Run.lifecycleFile d 1) |> List.map (fun (n, t) -> n, t.Values)),
                   (Safetensors.read (Run.taskStateFile d 1) |> List.filter (fun (n, _) -> n.StartsWith "head.") |> List.map (fun (n, t) -> n, t.Values))
               let names = fst (final referenceDir) |> List.map fst
               Expect.containsAll names [ "head.alignment.second"; "head.alignment.seen_after"; "head.alignment.snapshot.fc.weight" ] "statistics and snapshot saved per task"
-              for kill in [ "task 1 epoch 1/2"; "task 2 epoch 1/2"; "task 2 epoch 2/2" ] do
+              for kill in [ "task 1 epoch 1/2"; "task 2 epoch 1/2"; "task 2 epoch 2/2"; "task 2 end" ] do
                   let dir = tempDir ()
                   Expect.throwsT<Killed> (fun () -> run cfg dir (fun line -> if line.StartsWith kill then raise Killed) |> ignore) kill
                   let resumed = run cfg dir ignore
@@ -280,12 +288,19 @@ let tests =
           test "adapting on the first task only: every trainable tensor bit-identical after task 1" {
               let cfg = config Methods.linear
               let dir = tempDir ()
-              run { cfg with Method = { cfg.Method with Adaptation = FirstTaskOnly } } dir ignore |> ignore
+              // Class means predict: a trained head frozen after task 1 alone is refused.
+              let frozen = { cfg.Method with Adaptation = FirstTaskOnly; Calibration = ClassMeans }
+              run { cfg with Method = frozen } dir ignore |> ignore
               let after t = Prompting.Tensors.Safetensors.read (Run.taskStateFile dir t) |> Map.ofList
               let first, second = after 0, after 1
               Expect.equal (Map.keys second |> List.ofSeq) (Map.keys first |> List.ofSeq) "same tensors"
-              for KeyValue(name, t) in first do
-                  Expect.equal second[name].Values t.Values (sprintf "%s unchanged by task 2" name)
+              // The class means (buffers) take task 2's classes; the parameters must not move.
+              use model = PromptedModel.build frozen (TaskLayout.uniform 2 10) (Checkpoint.load checkpoint.Value LoadOptions.defaults)
+              let trainable = [ for struct (name, p) in model.named_parameters () do if p.requires_grad then yield name ]
+              Expect.isNonEmpty trainable "the head trains"
+              Expect.containsAll (Map.keys first) trainable "every trainable tensor is saved"
+              for name in trainable do
+                  Expect.equal second[name].Values first[name].Values (sprintf "%s unchanged by task 2" name)
               let everyTask = tempDir ()
               run cfg everyTask ignore |> ignore
               let moved = Prompting.Tensors.Safetensors.read (Run.taskStateFile everyTask 1) |> Map.ofList

@@ -104,7 +104,7 @@ let tests =
               use head = alignedHead config 4 4
               (part head).BeginTask 0
               observe head [ 0; 1 ]
-              (part head).EndTask(ending 0 2)
+              Expect.isEmpty ((part head).EndTask(ending 0 2)) "nothing to report after the first task: no alignment"
               (part head).BeginTask 1
               observe head [ 2; 3 ]
               // Each row points at the next class's mean: every class mean is misclassified.
@@ -114,7 +114,12 @@ let tests =
               use before = head.forward means
               Expect.notEqual (before.argmax(1L).data<int64>().ToArray()) [| 0L .. 3L |] "misclassified before"
               torch.manual_seed 5L |> ignore
-              (part head).EndTask(ending 1 4)
+              let report = (part head).EndTask(ending 1 4)
+              // 4 classes × 64 samples in batches of 64: 4 steps per epoch, 10 epochs.
+              Expect.equal report.Length 1 "one line for the run's log"
+              Expect.stringStarts report.Head "head alignment: 40 steps, rate 0.1 → " "steps and first rate"
+              let losses = (report.Head.Split "loss ").[1].Split " → " |> Array.map float
+              Expect.isLessThan losses[1] losses[0] "the loss of the last step is below the first's"
               use after = head.forward means
               Expect.equal (after.argmax(1L).data<int64>().ToArray()) [| 0L .. 3L |] "every class mean classified as its class after"
               let weight = (fc head).weight
@@ -134,7 +139,7 @@ let tests =
               use a = torch.arange(24.0f).reshape (6L, 4L) / 24.0f
               setWeights head a
               observe head [ 0; 1 ]
-              (part head).EndTask(ending 0 2)
+              (part head).EndTask(ending 0 2) |> ignore
               Expect.isTrue (sameValues weight a) "no alignment after the first task"
               (part head).BeginTask 1
               Expect.isTrue (sameValues (weight.narrow (0, 0L, 2L)) (a.narrow (0, 0L, 2L))) "rows of task 0 from the snapshot"
@@ -149,7 +154,7 @@ let tests =
               use trained = weight.detach().clone ()
               observe head [ 2; 3 ]
               torch.manual_seed 7L |> ignore
-              (part head).EndTask(ending 1 4)
+              (part head).EndTask(ending 1 4) |> ignore
               let stage1 = (Map.ofList head.Alignment.Value.Snapshot)["fc.weight"]
               Expect.isTrue (sameValues (stage1.narrow (0, 0L, 2L)) (a.narrow (0, 0L, 2L))) "task 0's rows were put back before the snapshot"
               Expect.isTrue (sameValues (stage1.narrow (0, 2L, 4L)) (trained.narrow (0, 2L, 4L))) "the current task's rows as trained"
@@ -163,10 +168,10 @@ let tests =
               (part kept).BeginTask 0
               setWeights kept a
               observe kept [ 0; 1 ]
-              (part kept).EndTask(ending 0 2)
+              (part kept).EndTask(ending 0 2) |> ignore
               (part kept).BeginTask 1
               observe kept [ 2; 3 ]
-              (part kept).EndTask(ending 1 4)
+              (part kept).EndTask(ending 1 4) |> ignore
               use alignedKept = (fc kept).weight.detach().clone ()
               (part kept).BeginTask 2
               Expect.isTrue (sameValues ((fc kept).weight.narrow (0, 0L, 4L)) (alignedKept.narrow (0, 0L, 4L))) "RestoreBeforeNextTask = false keeps the aligned rows"
@@ -179,10 +184,10 @@ let tests =
                   let head = alignedHead small 4 6
                   (part head).BeginTask 0
                   observe head [ 0; 1 ]
-                  (part head).EndTask(ending 0 2)
+                  (part head).EndTask(ending 0 2) |> ignore
                   (part head).BeginTask 1
                   observe head [ 2; 3 ]
-                  (part head).EndTask(ending 1 4)
+                  (part head).EndTask(ending 1 4) |> ignore
                   let head =
                       if not resumeAfterTask1 then head
                       else
@@ -209,7 +214,7 @@ let tests =
                   (part head).BeginTask 2
                   observe head [ 4; 5 ]
                   torch.manual_seed 10L |> ignore
-                  (part head).EndTask(ending 2 6)
+                  (part head).EndTask(ending 2 6) |> ignore
                   let names = (part head).LifecycleState() |> List.map fst
                   let result = host (fc head).weight, host (fc head).bias
                   head.Dispose()
@@ -254,9 +259,9 @@ let tests =
               torch.manual_seed 4L |> ignore
               use aligned = alignedHead { Method.vqAlignment with SamplesPerClass = 16; BatchSize = 16; Epochs = 2; LearningRate = 0.05 } 4 4
               observe aligned [ 0; 1 ]
-              (part aligned).EndTask(ending 0 2)
+              (part aligned).EndTask(ending 0 2) |> ignore
               observe aligned [ 2; 3 ]
-              (part aligned).EndTask(ending 1 4)
+              (part aligned).EndTask(ending 1 4) |> ignore
               let afterAlignment = values (fc aligned).weight
               (part aligned).BeginTask 2
               Expect.equal (values (fc aligned).weight) afterAlignment "the next task starts from the aligned head"
@@ -272,14 +277,14 @@ let tests =
               use head = new ClassifierHead(CosineHead, 4, 4, 4, false, AlignedHead config)
               Expect.isTrue head.Alignment.IsSome "aligned"
               observe head [ 0; 1 ]
-              (part head).EndTask(ending 0 2)
+              (part head).EndTask(ending 0 2) |> ignore
               // Every row points away from its class mean: only the alignment can fix that.
               do
                   use _ = torch.no_grad ()
                   (head.get_parameter "weight").copy_ (torch.eye 4L * -1.0f) |> ignore
               let sigma = values (head.get_parameter "sigma")
               observe head [ 2; 3 ]
-              (part head).EndTask(ending 1 4)
+              (part head).EndTask(ending 1 4) |> ignore
               head.eval ()
               use probe = torch.eye 4L * 3.0f
               use logits = head.forward probe

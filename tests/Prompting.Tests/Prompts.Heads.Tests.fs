@@ -69,11 +69,11 @@ let tests =
                   f.clone (), y.clone ()
               let f0, y0 = feed 0
               torch.manual_seed 1L |> ignore
-              model.EndTask()
+              model.EndTask() |> ignore
               model.BeginTask 1
               let f1, y1 = feed 1
               torch.manual_seed 2L |> ignore
-              model.EndTask()
+              model.EndTask() |> ignore
               let r = model.Head.Ridge.Value
               let projection = r.get_buffer "projection"
               let project (f: torch.Tensor) = torch.nn.functional.relu (torch.mm (f, projection))
@@ -103,7 +103,7 @@ let tests =
               use f = torch.randn (30L, 128L)
               use y = torch.arange(5L).repeat (6L)
               model.ObserveFeatures(f, y)
-              model.EndTask()
+              model.EndTask() |> ignore
               use logits = model.Head.forward f
               for c in 0 .. 4 do
                   use mean = f.index_select(0L, torch.arange(int64 c, 30L, 5L)).mean [| 0L |]

@@ -11,7 +11,7 @@ let private backbone () = new VisionTransformer(VitConfig.custom 32 8 5 128 2 10
 /// The end of the model's current task, with the head's statistics those of `stats`.
 let private endTask (model: PromptedModel) (stats: ClassStatistics) =
     model.Head.Statistics.Import(stats.Export())
-    model.EndTask()
+    model.EndTask() |> ignore
 
 [<Tests>]
 let tests =
@@ -67,7 +67,7 @@ let tests =
               let snapshot () = [ for struct (n, p) in model.named_parameters () -> n, p.detach().clone () ]
               let before = snapshot ()
               observe 0L
-              model.EndTask()
+              model.EndTask() |> ignore
               let after = snapshot ()
               for (n, a), (_, b) in List.zip before after do
                   Expect.isTrue (sameValues a b) (sprintf "%s untouched after the first task" n)
@@ -75,7 +75,7 @@ let tests =
               model.BeginTask 1
               let before1 = snapshot ()
               observe 5L
-              model.EndTask()
+              model.EndTask() |> ignore
               let after1 = snapshot ()
               let changed = List.zip before1 after1 |> List.filter (fun ((_, a), (_, b)) -> not (sameValues a b)) |> List.map (fst >> fst)
               Expect.equal (List.sort changed) [ "head.fc.bias"; "head.fc.weight" ] "only the head changes"

@@ -181,7 +181,7 @@ let tests =
               use phi = torch.cat ([| out.Features.narrow (1, 0L, d) * 3.0; out.Features.narrow (1, d, d) + torch.randn (20L, d) |], 1L)
               use y = torch.arange(4L).repeat (5L)
               model.ObserveFeatures(phi, y)
-              model.EndTask()
+              model.EndTask() |> ignore
               use logits = model.Head.forward phi
               for c in 0 .. 3 do
                   use mean = phi.index_select(0L, torch.arange(int64 c, 20L, 4L)).mean [| 0L |]

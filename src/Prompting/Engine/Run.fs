@@ -472,7 +472,7 @@ module Run =
                     dir (t + 1) (epoch + 1) at what kept
             // The end-of-task pass starts from the lifecycle state of task t − 1 (restored above on a
             // resume), so a kill anywhere before the progress write below redoes it exactly.
-            endTask config model task batches device
+            for line in endTask config model task batches device do log (sprintf "task %d end: %s" (t + 1) line)
             match model.LifecycleState() with
             | [] -> ()
             | state -> ExactFile.write (lifecycleFile dir t) state

@@ -206,6 +206,14 @@ module Alignment =
                 taken.Add { Loss = float (l.item<float32> ()); Rate = r }
         List.ofSeq taken
 
+    /// One line for the run's log: how many steps, the rates and the loss at both ends.
+    let describe (steps: AlignmentStep list) =
+        match steps with
+        | [] -> "head alignment: no step"
+        | first :: _ ->
+            let last = List.last steps
+            sprintf "head alignment: %d steps, rate %g → %g, loss %.4f → %.4f" steps.Length first.Rate last.Rate first.Loss last.Loss
+
 /// An aligned head's lifecycle (SLCA, VQ-Prompt): class statistics gathered when each task ends, the
 /// head's parameters as they were before the alignment (restored when the next task begins), and the
 /// classes seen after each task (task blocks for the shrink and the logit normalisation).
@@ -258,7 +266,9 @@ type HeadAlignment(config: ClassAlignment, parameters: unit -> (string * Modules
             let trained = parameters () |> List.map snd
             let samples = int64 classes.Length * int64 config.SamplesPerClass
             Alignment.train config forward trained ending.SeenClasses first blocks samples (fun _ -> Alignment.sample config stats classes trained.Head.device)
-            |> ignore
+            |> Alignment.describe
+            |> List.singleton
+        else []
 
     /// Statistics, the classes seen after each task, and the snapshot (float32 values, exact).
     member _.State() : (string * ExactTensor) list =

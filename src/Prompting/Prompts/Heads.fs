@@ -135,15 +135,20 @@ type ClassifierHead(kind: HeadKind, width: int, calibrationWidth: int, classes: 
             ridge |> Option.iter (fun r -> r.Observe(features, labels))
         member this.EndTask(ending) =
             if kind = PrototypeHead then this.SetPrototypesFrom "prototypes" statistics
-            match calibration with
-            | TrainedHead -> ()
-            | ClassMeans -> this.SetPrototypesFrom "class_means" statistics
-            | RandomProjectionRidge _ -> ridge |> Option.iter (fun r -> r.Fit())
-            | AlignedHead _ -> alignment |> Option.iter (fun a -> a.EndTask(ending, this.forward))
+            let report =
+                match calibration, ridge, alignment with
+                | ClassMeans, _, _ -> this.SetPrototypesFrom "class_means" statistics; []
+                | RandomProjectionRidge _, Some r, _ ->
+                    r.Fit()
+                    // The candidates are powers of ten (RidgeExponents).
+                    [ sprintf "ridge head: regulariser 10^%d" (int (round (log10 r.Regulariser))) ]
+                | AlignedHead _, _, Some a -> a.EndTask(ending, this.forward)
+                | _ -> []
             if predictsApart then
                 use _ = torch.no_grad ()
                 (this.get_buffer "calibrated").fill_ (1.0.ToScalar()) |> ignore
                 fitted <- true
+            report
         member _.LifecycleState() =
             (if needsStatistics then statistics.ToExact() else [])
             @ (match ridge with Some r -> [ for k, t in r.State() -> "ridge." + k, t ] | None -> [])

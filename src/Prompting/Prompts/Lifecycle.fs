@@ -27,7 +27,9 @@ type ITaskPart =
     abstract AtTaskEnd: EndOfTaskNeeds
     /// Features (B, D) of the model for training images with their labels (B), during a FeaturePass.
     abstract ObserveFeatures: features: torch.Tensor * labels: torch.Tensor -> unit
-    abstract EndTask: TaskEnd -> unit
+    /// The task ends; returns what the part did, one line each, for the run's log (the ridge
+    /// head's regulariser, an alignment's steps, ...).
+    abstract EndTask: TaskEnd -> string list
     /// State kept across tasks outside the parameters, by name ([] when there is none).
     abstract LifecycleState: unit -> (string * ExactTensor) list
     /// Restores what LifecycleState returned (an empty list: the state of a fresh part).

@@ -165,10 +165,11 @@ type PromptedModel(method: Method, backbone: VisionTransformer, layout: TaskLayo
         for _, part in this.Parts do
             if part.AtTaskEnd = FeaturePass then part.ObserveFeatures(features, labels)
 
-    /// Lifecycle: the current task's training (and feature pass) is done.
+    /// Lifecycle: the current task's training (and feature pass) is done. Returns what the parts
+    /// did, one line each, for the run's log.
     member this.EndTask() =
         let ending = { Task = task; SeenClasses = TaskLayout.seen layout task }
-        for _, part in this.Parts do part.EndTask ending
+        [ for _, part in this.Parts do yield! part.EndTask ending ]
 
     /// Every part's state kept across tasks, named "<part>.<name>" (saved with each task).
     member this.LifecycleState() =

@@ -57,8 +57,8 @@ type PromptSourceModule(name: string) =
     default _.AtTaskEnd = NothingAtTaskEnd
     abstract ObserveFeatures: features: torch.Tensor * labels: torch.Tensor -> unit
     default _.ObserveFeatures(_, _) = ()
-    abstract EndTask: TaskEnd -> unit
-    default _.EndTask _ = ()
+    abstract EndTask: TaskEnd -> string list
+    default _.EndTask _ = []
     abstract LifecycleState: unit -> (string * ExactTensor) list
     default _.LifecycleState() = []
     abstract RestoreLifecycleState: (string * ExactTensor) list -> unit
