@@ -150,7 +150,11 @@ let tests =
               let out = Path.Combine(tempDir (), "interrupted")
               // Enough epochs that the run is still going when `kill` gets to run on a loaded machine.
               let args = runArgs data checkpoint out 200 []
-              let psi = ProcessStartInfo("dotnet", CliRun.cliDll :: args, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+              // A process started from a background job inherits an ignored SIGINT (POSIX), and the CLI
+              // rightly keeps it so; perl (Debian's essential perl-base) restores the disposition a
+              // terminal gives, then becomes the run (same pid).
+              let asFromTerminal = [ "-e"; "$SIG{INT} = 'DEFAULT'; exec @ARGV or die \"exec: $!\""; "dotnet" ]
+              let psi = ProcessStartInfo("perl", asFromTerminal @ CliRun.cliDll :: args, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
               use p = Process.Start psi
               let _ = p.StandardOutput.ReadToEndAsync()
               let err = p.StandardError.ReadToEndAsync()
