@@ -29,6 +29,22 @@ let tests =
               Expect.isLessThan (relativeError (values w2) [| 0.5f; 2.0f / 3.0f |]) 1e-6 "λ = 2"
           }
 
+          test "the λ search leaves no tensor behind: each of its 17 solves frees its M × M temporaries" {
+              torch.manual_seed 10L |> ignore
+              use h = torch.randn (100L, 8L)
+              use y = torch.randn (100L, 2L)
+              use scope = torch.NewDisposeScope()
+              let before = scope.DisposablesCount
+              Ridge.selectRegulariser [ -8 .. 8 ] 0.8 h y |> ignore
+              Expect.equal scope.DisposablesCount before "nothing left for the caller's scope to free (at M = 10,000 each would be 400 MB)"
+              use g = torch.eye 8L
+              use q = torch.ones (8L, 2L)
+              let counted = scope.DisposablesCount
+              use w = Ridge.solve g q 1.0
+              Expect.equal scope.DisposablesCount (counted + 1) "a solve leaves only its readout"
+              Expect.equal w.shape [| 2L; 8L |] "the readout, C x M"
+          }
+
           test "a singular system is one line naming λ, not a native failure" {
               use g = torch.zeros (3L, 3L)
               use q = torch.ones (3L, 2L)
