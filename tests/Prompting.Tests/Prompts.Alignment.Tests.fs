@@ -342,6 +342,9 @@ let tests =
               Expect.equal (slow.Recipe.LearningRate, slow.Recipe.HeadLearningRate, slow.Adaptation) (1e-6, Some 1e-4, EveryTask) "all but the head at 1/100 of the head's rate"
               let message = promptingError "slow learner on a linear probe" (fun () -> Configure.withAdaptation "slow-learner" Methods.linear)
               expectMessage message [ "slow-learner"; "linear"; "besides its head" ] "says why"
+              let unknown = promptingError "an unknown --adapt" (fun () -> Configure.withAdaptation "sometimes" Methods.l2p)
+              expectMessage unknown [ "--adapt sometimes"; "every-task, first-task, slow-learner" ] "names the option and every choice"
+              Expect.equal (Configure.withAdaptation " First-Task " Methods.l2p).Adaptation FirstTaskOnly "case and spaces ignored, as for --head"
               let prototype = promptingError "aligned prototypes" (fun () -> Method.checkComposition (Configure.withHead "aligned" Methods.simpleCil))
               expectMessage prototype [ "simplecil"; "prototypes" ] "says why"
           } ]

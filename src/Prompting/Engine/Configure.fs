@@ -81,18 +81,8 @@ module Configure =
     /// The method with what predicts replaced (`--head`): a choice of `Methods.HeadChoices`.
     let withHead (head: string) (m: Method) = Methods.HeadChoices.apply head m
 
-    /// The method with when it learns replaced (`--adapt`).
-    let withAdaptation (adapt: string) (m: Method) =
-        match adapt.Trim().ToLowerInvariant() with
-        | "every-task" -> { m with Adaptation = EveryTask }
-        | "first-task" -> { m with Adaptation = FirstTaskOnly }
-        // SLCA's slow learner: every task, everything but the head at 1/100 of the head's rate.
-        | "slow-learner" ->
-            if not (Method.trainsFeatures m) then
-                Errors.fail "--adapt slow-learner: method %s trains nothing besides its head, so there is no slower part" m.Name
-            let head = defaultArg m.Recipe.HeadLearningRate m.Recipe.LearningRate
-            { m with Adaptation = EveryTask; Recipe = { m.Recipe with HeadLearningRate = Some head; LearningRate = head / 100.0 } }
-        | other -> Errors.fail "--adapt %s: expected every-task, first-task or slow-learner" other
+    /// The method with when it learns replaced (`--adapt`): a choice of `Methods.AdaptationChoices`.
+    let withAdaptation (adapt: string) (m: Method) = Methods.AdaptationChoices.apply adapt m
 
     let resolve (r: RunRequest) : PreparedRun =
         let b = r.Base

@@ -307,6 +307,15 @@ module Methods =
 
     /// What can predict for any method (`--head NAME`), as data: each choice's name and how it
     /// changes a method. `ridge:M` takes a projection of M.
+    /// A named change of a method chosen on the command line, from a table of (name, change).
+    let private choose (choices: (string * (Method -> Method)) list) (value: string) =
+        let key = value.Trim().ToLowerInvariant()
+        choices |> List.tryFind (fun (name, _) -> name = key) |> Option.map snd
+
+    /// The one-line refusal of an unknown choice, listing the known ones.
+    let private expected (option: string) (value: string) (choices: (string * (Method -> Method)) list) (extra: string) =
+        Errors.fail "%s %s: expected %s%s" option value (choices |> List.map fst |> String.concat ", ") extra
+
     module HeadChoices =
         let private ridgeOf size = { Method.ranpacRidge with ProjectionSize = size }
 
@@ -326,14 +335,32 @@ module Methods =
         /// The method with the named choice applied; one line naming the option otherwise.
         let apply (head: string) (m: Method) =
             let key = head.Trim().ToLowerInvariant()
-            match all |> List.tryFind (fun (name, _) -> name = key) with
-            | Some(_, change) -> change m
+            match choose all head with
+            | Some change -> change m
             | None when key.StartsWith "ridge:" ->
                 match System.Int32.TryParse(key.Substring 6) with
                 | true, size when size > 0 -> { m with Calibration = RandomProjectionRidge(ridgeOf size) }
                 | _ -> Errors.fail "--head %s: the projection size after ridge: must be a positive integer (ridge:10000 is RanPAC's)" head
-            | None ->
-                Errors.fail "--head %s: expected %s or ridge:M (a projection to M)" head (all |> List.map fst |> String.concat ", ")
+            | None -> expected "--head" head all " or ridge:M (a projection to M)"
+
+    /// When the trainable parts learn (`--adapt`), as a table of named changes.
+    module AdaptationChoices =
+        let all: (string * (Method -> Method)) list =
+            [ "every-task", fun m -> { m with Adaptation = EveryTask }
+              "first-task", fun m -> { m with Adaptation = FirstTaskOnly }
+              // SLCA's slow learner: every task, everything but the head at 1/100 of the head's rate.
+              "slow-learner",
+              fun m ->
+                  if not (Method.trainsFeatures m) then
+                      Errors.fail "--adapt slow-learner: method %s trains nothing besides its head, so there is no slower part" m.Name
+                  let head = defaultArg m.Recipe.HeadLearningRate m.Recipe.LearningRate
+                  { m with Adaptation = EveryTask; Recipe = { m.Recipe with HeadLearningRate = Some head; LearningRate = head / 100.0 } } ]
+
+        /// The method with the named choice applied; one line naming the option otherwise.
+        let apply (adapt: string) (m: Method) =
+            match choose all adapt with
+            | Some change -> change m
+            | None -> expected "--adapt" adapt all ""
 
     /// Looks a method up by name; "partial-K" and "mlp-K" take any K.
     let find (name: string) tasks =
